@@ -1,0 +1,54 @@
+"""Errors raised by the chain client.
+
+They derive from :class:`Exception` only, so that the chain module stays importable without
+Airflow (the sandbox uses it); the hook re-raises them as Airflow exceptions.
+"""
+
+from __future__ import annotations
+
+
+class ChainError(Exception):
+    """Base class of every chain client error."""
+
+
+class RpcError(ChainError):
+    """The JSON-RPC node answered with an error object.
+
+    :param method: the JSON-RPC method called.
+    :param code: the error code from the node.
+    :param message: the node's message.
+    :param data: the error's ``data`` member, if any.
+    """
+
+    def __init__(self, method: str, code: int | None, message: str, data: object = None) -> None:
+        self.method = method
+        self.code = code
+        self.rpc_message = message
+        self.data = data
+        super().__init__(f"{method} failed: {message} (code {code})")
+
+
+class RpcUnavailableError(ChainError):
+    """The JSON-RPC node could not be reached or answered something that is not JSON-RPC."""
+
+
+class ReceiptTimeoutError(ChainError):
+    """No receipt arrived for a transaction within the allowed time."""
+
+    def __init__(self, tx_hash: str, timeout: float) -> None:
+        self.tx_hash = tx_hash
+        super().__init__(f"transaction {tx_hash} was not mined within {timeout:.0f} s")
+
+
+class TransactionRevertedError(ChainError):
+    """A transaction was mined with ``status == 0``.
+
+    :param tx_hash: the transaction hash.
+    :param reason: the revert reason when the node reports one.
+    """
+
+    def __init__(self, tx_hash: str, reason: str | None, what: str = "transaction") -> None:
+        self.tx_hash = tx_hash
+        self.reason = reason
+        detail = f": {reason}" if reason else " (no revert reason)"
+        super().__init__(f"{what} {tx_hash} reverted{detail}")

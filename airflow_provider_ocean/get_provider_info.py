@@ -1,0 +1,81 @@
+"""Provider metadata read by Airflow's ``ProvidersManager`` through the entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_ocean import __version__
+
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "rpc_url": {
+        "label": "RPC URL",
+        "description": "JSON-RPC endpoint of the chain the assets live on (used to pay for orders).",
+        "schema": {"type": ["string", "null"], "format": "uri"},
+    },
+    "chain_id": {
+        "label": "Chain ID",
+        "description": "Decimal chain id (8996 for the local sandbox); checked against the RPC and Provider.",
+        "schema": {"type": ["integer", "null"]},
+    },
+    "aquarius_url": {
+        "label": "Aquarius URL",
+        "description": "Metadata cache serving /api/aquarius/assets/ddo/{did}; defaults to the Provider URL.",
+        "schema": {"type": ["string", "null"], "format": "uri"},
+    },
+    "backend": {
+        "label": "Backend",
+        "description": "auto (detect from GET /), provider_v4 or ocean_node.",
+        "schema": {"type": ["string", "null"], "enum": ["auto", "provider_v4", "ocean_node", None]},
+    },
+    "timeout": {
+        "label": "Request timeout (s)",
+        "description": "Read timeout for ordinary requests (start and initializeCompute use at least 180 s).",
+        "schema": {"type": ["number", "null"]},
+    },
+    "verify_ssl": {
+        "label": "Verify TLS",
+        "description": "Verify TLS certificates (on by default).",
+        "schema": {"type": ["boolean", "null"], "default": True},
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider description Airflow validates against ``provider_info.schema.json``."""
+    return {
+        "package-name": "airflow-provider-ocean",
+        "name": "Ocean Protocol",
+        "description": "Pay for, launch, wait on, stop and collect Ocean Protocol compute-to-data jobs.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Ocean Protocol",
+                "external-doc-url": "https://docs.oceanprotocol.com/developers/compute-to-data",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "Ocean Protocol", "python-modules": ["airflow_provider_ocean.hooks.ocean"]}
+        ],
+        "connection-types": [
+            {
+                "connection-type": "ocean",
+                "hook-class-name": "airflow_provider_ocean.hooks.ocean.OceanComputeHook",
+                "hook-name": "Ocean Protocol",
+                "conn-fields": CONN_FIELDS,
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "Provider URL", "password": "Wallet private key"},
+                    "placeholders": {
+                        "host": "https://v4.provider.oceanprotocol.com",
+                        "password": "0x… (64 hex digits; never logged)",
+                        "rpc_url": "http://127.0.0.1:8545",
+                        "chain_id": "8996",
+                        "aquarius_url": "https://v4.aquarius.oceanprotocol.com",
+                        "backend": "auto",
+                        "timeout": "30",
+                    },
+                },
+            }
+        ],
+    }

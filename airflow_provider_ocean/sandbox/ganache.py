@@ -1,0 +1,121 @@
+"""Install (pinned, from npm) and run ganache the way Ocean's barge does."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+log = logging.getLogger(__name__)
+
+GANACHE_VERSION = "7.9.2"
+CHAIN_ID = 8996
+MNEMONIC = "taxi music thumb unique chat sand crew more leg another off lamp"
+ACCOUNTS = 10
+
+
+class GanacheError(RuntimeError):
+    """ganache could not be installed or started."""
+
+
+def cache_dir() -> Path:
+    """Where npm packages are installed once per machine (``$OCEAN_SANDBOX_CACHE`` overrides)."""
+    base = os.environ.get("OCEAN_SANDBOX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airflow_provider_ocean"
+    )
+    return Path(base)
+
+
+def ganache_bin() -> Path:
+    return cache_dir() / f"ganache-{GANACHE_VERSION}" / "node_modules" / ".bin" / "ganache"
+
+
+def ensure_installed() -> Path:
+    """Install ganache into the cache with npm if it is not there yet and return its executable."""
+    binary = ganache_bin()
+    if binary.exists():
+        return binary
+    npm = shutil.which("npm")
+    if npm is None:
+        raise GanacheError("npm is not on PATH: install Node.js and npm to run the sandbox chain")
+    prefix = binary.parents[2]
+    prefix.mkdir(parents=True, exist_ok=True)
+    log.info("Installing ganache %s with npm into %s", GANACHE_VERSION, prefix)
+    result = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), f"ganache@{GANACHE_VERSION}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not binary.exists():
+        raise GanacheError(f"npm install ganache@{GANACHE_VERSION} failed:\n{result.stderr[-2000:]}")
+    return binary
+
+
+def rpc_alive(url: str, timeout: float = 1.0) -> bool:
+    """Whether a JSON-RPC node answers ``eth_chainId`` at ``url``."""
+    try:
+        response = requests.post(
+            url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=timeout
+        )
+        return response.ok and "result" in response.json()
+    except (requests.RequestException, ValueError):
+        return False
+
+
+def start(db_dir: Path, port: int, log_file: Path, *, host: str = "127.0.0.1") -> subprocess.Popen:
+    """Start ganache as barge runs it (chain id 8996, barge mnemonic, istanbul, gas price 1 wei).
+
+    :param db_dir: chain database directory (kept between runs so the deployment survives ``down``/``up``).
+    :param port: RPC port on ``host``.
+    :param log_file: where ganache's output goes.
+    """
+    binary = ensure_installed()
+    db_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        str(binary),
+        "--server.host",
+        host,
+        "--server.port",
+        str(port),
+        "--chain.chainId",
+        str(CHAIN_ID),
+        "--chain.networkId",
+        str(CHAIN_ID),
+        "--chain.allowUnlimitedContractSize",
+        "true",
+        "--chain.hardfork",
+        "istanbul",
+        "--wallet.mnemonic",
+        MNEMONIC,
+        "--wallet.totalAccounts",
+        str(ACCOUNTS),
+        "--wallet.defaultBalance",
+        "1000000",
+        "--miner.blockGasLimit",
+        "50000000",
+        "--miner.defaultGasPrice",
+        "1",
+        "--database.dbPath",
+        str(db_dir),
+        "--logging.quiet",
+    ]
+    with open(log_file, "ab") as out:
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise GanacheError(f"ganache exited with code {process.returncode}; see {log_file}")
+        if rpc_alive(url):
+            return process
+        time.sleep(0.2)
+    process.kill()
+    raise GanacheError(f"ganache did not answer on {url} within 60 s; see {log_file}")

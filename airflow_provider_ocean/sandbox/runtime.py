@@ -1,0 +1,309 @@
+"""Bring the whole sandbox up and down: ganache, contracts, sample assets, the sandbox server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from airflow_provider_ocean.sandbox import accounts, ganache
+from airflow_provider_ocean.sandbox.state import load_state, save_state
+
+log = logging.getLogger(__name__)
+
+FREE_ENV = "ocean-compute"
+PAID_ENV = "ocean-compute-paid"
+STATE_VERSION = 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie child of ours is not alive
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def stop_pid(pid: int | None, timeout: float = 10.0) -> None:
+    """SIGTERM the process group of ``pid``, then SIGKILL it if it lingers."""
+    if not pid_alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.1)
+    if pid_alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def environments(engine_address: str, fee_token: str, max_job_duration: int) -> list[dict[str, Any]]:
+    """The operator-engine announcements served by computeEnvironments (the paid one with string numbers,
+    as real engines announce them from environment variables)."""
+    free = {
+        "id": FREE_ENV,
+        "consumerAddress": engine_address,
+        "priceMin": 0,
+        "cpuNumber": 1,
+        "cpuType": "",
+        "gpuNumber": 0,
+        "gpuType": "",
+        "ramGB": 1,
+        "diskGB": 1,
+        "desc": "Free sandbox environment",
+        "currentJobs": 0,
+        "maxJobs": 10,
+        "storageExpiry": 0,
+        "maxJobDuration": max_job_duration,
+        "feeToken": fee_token,
+    }
+    paid = {
+        **free,
+        "id": PAID_ENV,
+        "priceMin": "0.5",
+        "cpuNumber": "2",
+        "ramGB": "2",
+        "diskGB": "2",
+        "maxJobs": "5",
+        "maxJobDuration": str(max_job_duration),
+        "desc": "Paid sandbox environment (0.5 OCEAN per minute)",
+    }
+    return [free, paid]
+
+
+class Sandbox:
+    """The local Ocean: one state directory, one ganache, one sandbox server.
+
+    :param state_dir: where everything lives (chain DB, DDOs, jobs, logs, ``state.json``).
+    :param rpc_port: ganache port (``0`` picks a free one on first ``up``).
+    :param provider_port: sandbox server port (``0`` picks a free one on first ``up``).
+    :param receipt_timeout: how long the Provider waits for an unknown order tx (real: 120 s).
+    :param max_job_duration: the environments' ``maxJobDuration`` in seconds.
+    :param engine_tick: the engine's poll interval in seconds (real operator-engine: 5 s).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        rpc_port: int = 18545,
+        provider_port: int = 18030,
+        receipt_timeout: float = 120.0,
+        max_job_duration: int = 3600,
+        engine_tick: float = 0.2,
+    ) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.rpc_port = rpc_port
+        self.provider_port = provider_port
+        self.receipt_timeout = receipt_timeout
+        self.max_job_duration = max_job_duration
+        self.engine_tick = engine_tick
+
+    # -- state ---------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        try:
+            return load_state(self.state_dir)
+        except FileNotFoundError:
+            return {}
+
+    def info(self) -> dict[str, Any]:
+        """What a user (or a test) needs: URLs, keys of the public dev accounts, DIDs, environments."""
+        state = load_state(self.state_dir)
+        consumer = accounts.account(accounts.CONSUMER)
+        other = accounts.account(accounts.OTHER)
+        conn = {
+            "conn_type": "ocean",
+            "host": state["provider_url"],
+            "password": consumer.key,
+            "extra": {
+                "rpc_url": state["rpc_url"],
+                "chain_id": state["chain_id"],
+                "aquarius_url": state["provider_url"],
+            },
+        }
+        import json
+
+        return {
+            "provider_url": state["provider_url"],
+            "aquarius_url": state["provider_url"],
+            "rpc_url": state["rpc_url"],
+            "chain_id": state["chain_id"],
+            "addresses": state["addresses"],
+            "consumer": {"address": consumer.address, "key": consumer.key},
+            "other": {"address": other.address, "key": other.key},
+            "publisher": {
+                "address": accounts.account(accounts.DEPLOYER).address,
+                "key": accounts.account(accounts.DEPLOYER).key,
+            },
+            "provider_address": state["provider"]["address"],
+            "engine_address": state["engine_address"],
+            "environments": {"free": FREE_ENV, "paid": PAID_ENV},
+            "assets": state["assets"],
+            "state_dir": str(self.state_dir),
+            "conn_json": json.dumps(conn),
+        }
+
+    # -- up / down -----------------------------------------------------------------------------------
+    def up(self) -> dict[str, Any]:
+        """Start (or resume) everything; idempotent. Returns :meth:`info`."""
+        from airflow_provider_ocean.chain.rpc import JsonRpcClient
+        from airflow_provider_ocean.chain.tx import TransactionSender
+        from airflow_provider_ocean.sandbox import contracts, publish
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        state = self._state()
+        rpc_port = state.get("rpc_port") or self.rpc_port or free_port()
+        provider_port = state.get("provider_port") or self.provider_port or free_port()
+        rpc_url = f"http://127.0.0.1:{rpc_port}"
+        provider_url = f"http://127.0.0.1:{provider_port}"
+        if not (pid_alive(state.get("ganache_pid")) and ganache.rpc_alive(rpc_url)):
+            if ganache.rpc_alive(rpc_url):
+                raise RuntimeError(f"port {rpc_port} already serves another chain; choose another --rpc-port")
+            process = ganache.start(self.state_dir / "chain", rpc_port, self.state_dir / "ganache.log")
+            state["ganache_pid"] = process.pid
+        rpc = JsonRpcClient(rpc_url)
+        files_dir = self.state_dir / "files"
+        files_dir.mkdir(exist_ok=True)
+        for name in publish.SAMPLE_FILES:
+            shutil.copyfile(publish.DATA_DIR / name, files_dir / name)
+        provider = accounts.account(accounts.PROVIDER)
+        engine = accounts.account(accounts.ENGINE)
+        state.update(
+            {
+                "version": STATE_VERSION,
+                "rpc_port": rpc_port,
+                "provider_port": provider_port,
+                "rpc_url": rpc_url,
+                "provider_url": provider_url,
+                "chain_id": ganache.CHAIN_ID,
+                "provider": {"address": provider.address, "key": provider.key},
+                "engine_address": engine.address,
+                "receipt_timeout": self.receipt_timeout,
+                "engine_tick": self.engine_tick,
+            }
+        )
+        if not (
+            state.get("addresses") and contracts.is_deployed(rpc, state["addresses"]) and state.get("assets")
+        ):
+            started = time.monotonic()
+            deployer = TransactionSender(rpc, accounts.account(accounts.DEPLOYER).key)
+            holders = [accounts.account(i).address for i in (accounts.CONSUMER, accounts.OTHER)]
+            state["addresses"] = contracts.deploy_all(deployer, [*holders, engine.address])
+            state["assets"] = publish.publish_samples(
+                deployer,
+                state["addresses"],
+                chain_id=ganache.CHAIN_ID,
+                provider_url=provider_url,
+                provider_key=provider.key,
+                files_dir=files_dir,
+                ddo_dir=self.state_dir / "ddos",
+                holders=holders,
+            )
+            log.info("Deployed contracts and published samples in %.1f s", time.monotonic() - started)
+        state["environments_served"] = environments(
+            engine.address, state["addresses"]["Ocean"], self.max_job_duration
+        )
+        save_state(self.state_dir, state)
+        if not (pid_alive(state.get("server_pid")) and _server_alive(provider_url)):
+            if _server_alive(provider_url):
+                raise RuntimeError(f"port {provider_port} is already in use; choose another --port")
+            state["server_pid"] = self._start_server()
+            save_state(self.state_dir, state)
+            self._wait_server(provider_url, state["server_pid"])
+        return self.info()
+
+    def _start_server(self) -> int:
+        log_file = open(self.state_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "airflow_provider_ocean.sandbox.server",
+                    "--state-dir",
+                    str(self.state_dir),
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log_file.close()
+        return process.pid
+
+    def _wait_server(self, url: str, pid: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                raise RuntimeError(f"sandbox server exited; see {self.state_dir / 'server.log'}")
+            if _server_alive(url):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"sandbox server did not answer on {url}; see {self.state_dir / 'server.log'}")
+
+    def restart_server(self) -> None:
+        """Stop and start the sandbox server only (the chain keeps running)."""
+        state = load_state(self.state_dir)
+        stop_pid(state.get("server_pid"))
+        state["server_pid"] = self._start_server()
+        save_state(self.state_dir, state)
+        self._wait_server(state["provider_url"], state["server_pid"])
+
+    def down(self, purge: bool = False) -> None:
+        """Stop the server and ganache; ``purge`` also deletes the state directory (chain included)."""
+        state = self._state()
+        stop_pid(state.get("server_pid"))
+        stop_pid(state.get("ganache_pid"))
+        if state:
+            state["server_pid"] = None
+            state["ganache_pid"] = None
+            save_state(self.state_dir, state)
+        if purge and self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+
+    def status(self) -> dict[str, Any]:
+        state = self._state()
+        if not state:
+            return {"state_dir": str(self.state_dir), "chain": "absent", "server": "absent"}
+        chain_up = pid_alive(state.get("ganache_pid")) and ganache.rpc_alive(state["rpc_url"])
+        server_up = pid_alive(state.get("server_pid")) and _server_alive(state["provider_url"])
+        return {
+            "state_dir": str(self.state_dir),
+            "chain": f"up at {state['rpc_url']}" if chain_up else "down",
+            "server": f"up at {state['provider_url']}" if server_up else "down",
+        }
+
+
+def _server_alive(url: str) -> bool:
+    try:
+        response = requests.get(url + "/", timeout=1)
+        return response.ok and response.json().get("software") == "Provider"
+    except (requests.RequestException, ValueError):
+        return False

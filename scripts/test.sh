@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: lint + format check + pytest (starts its own ganache and sandbox on free ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+VENV="${OCEAN_VENV:-$(pwd)/.venv}"
+export PATH="$VENV/bin:$PATH"
+echo "== ruff check"; ruff check .
+echo "== ruff format --check"; ruff format --check .
+echo "== pytest"
+exec pytest "$@"

@@ -1,0 +1,90 @@
+"""The chain client against the sandbox's real ganache and Ocean contracts."""
+
+from __future__ import annotations
+
+import pytest
+from eth_account import Account
+
+from airflow_provider_ocean.chain import abi
+from airflow_provider_ocean.chain.errors import RpcError, RpcUnavailableError, TransactionRevertedError
+from airflow_provider_ocean.chain.rpc import JsonRpcClient
+from airflow_provider_ocean.chain.tx import TransactionSender, call_function
+
+pytestmark = pytest.mark.chain
+
+
+@pytest.fixture
+def rpc(sandbox: dict) -> JsonRpcClient:
+    return JsonRpcClient(sandbox["rpc_url"])
+
+
+def test_reads(rpc: JsonRpcClient, sandbox: dict) -> None:
+    assert rpc.chain_id() == 8996
+    assert rpc.get_balance(sandbox["consumer"]["address"]) > 0
+    (balance,) = call_function(
+        rpc,
+        sandbox["assets"]["dataset"]["datatoken"],
+        abi.ERC20_BALANCE_OF,
+        (sandbox["consumer"]["address"],),
+        ["uint256"],
+    )
+    assert balance >= 10**18
+    block = rpc.get_block("latest")
+    assert "baseFeePerGas" not in block  # istanbul, as barge runs it
+
+
+def test_legacy_transactions_on_istanbul_and_receipts(rpc: JsonRpcClient, sandbox: dict) -> None:
+    sender = TransactionSender(rpc, sandbox["other"]["key"])
+    fees = sender.fee_fields()
+    assert set(fees) == {"gasPrice"}
+    receipt = sender.transact(
+        sandbox["addresses"]["Ocean"],
+        abi.encode_call(abi.ERC20_APPROVE, sandbox["assets"]["dataset"]["datatoken"], 123),
+        what="approve",
+    )
+    assert int(receipt["status"], 16) == 1
+    (allowance,) = call_function(
+        rpc,
+        sandbox["addresses"]["Ocean"],
+        abi.ERC20_ALLOWANCE,
+        (sandbox["other"]["address"], sandbox["assets"]["dataset"]["datatoken"]),
+        ["uint256"],
+    )
+    assert allowance == 123
+
+
+def test_a_revert_is_a_clear_error_with_its_reason(rpc: JsonRpcClient, sandbox: dict) -> None:
+    poor = Account.create()
+    funder = TransactionSender(rpc, sandbox["other"]["key"])
+    funder.transact(poor.address, b"", value=10**18, gas=21_000, what="fund")
+    sender = TransactionSender(rpc, "0x" + bytes(poor.key).hex())
+    fee = (sandbox["provider_address"], "0x" + "00" * 20, 0, 27, b"\x00" * 32, b"\x00" * 32, 0, b"")
+    data = abi.encode_call(
+        abi.DT_START_ORDER, sandbox["engine_address"], 1, fee, ("0x" + "00" * 20,) * 2 + (0,)
+    )
+    with pytest.raises(TransactionRevertedError) as excinfo:
+        sender.transact(sandbox["assets"]["dataset"]["datatoken"], data, gas=500_000, what="startOrder")
+    assert "Not enough datatokens to start Order" in str(excinfo.value)
+    assert excinfo.value.tx_hash.startswith("0x")
+    assert bytes(poor.key).hex() not in str(excinfo.value)
+
+
+def test_a_nonce_taken_by_another_sender_is_refetched(rpc: JsonRpcClient, sandbox: dict) -> None:
+    first = TransactionSender(rpc, sandbox["other"]["key"])
+    second = TransactionSender(rpc, sandbox["other"]["key"])
+    first.transact(sandbox["other"]["address"], b"", gas=21_000, what="self transfer")
+    # `second` never saw first's nonce; it reads the pending count and succeeds without a duplicate
+    hashes = {first.send(sandbox["other"]["address"], b"", gas=21_000).tx_hash for _ in range(2)}
+    hashes.add(second.transact(sandbox["other"]["address"], b"", gas=21_000)["transactionHash"])
+    assert len(hashes) == 3
+
+
+def test_rpc_errors() -> None:
+    with pytest.raises(RpcUnavailableError):
+        JsonRpcClient("http://127.0.0.1:9", timeout=2).chain_id()
+
+
+def test_rpc_error_object(rpc: JsonRpcClient) -> None:
+    with pytest.raises(RpcError) as excinfo:
+        rpc.request("eth_noSuchMethod")
+    assert excinfo.value.method == "eth_noSuchMethod"

@@ -1,0 +1,51 @@
+"""Shared fixtures: one real sandbox (ganache + Ocean v4 contracts + sandbox server) per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from airflow_provider_ocean.sandbox.runtime import Sandbox
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A running sandbox on free 127.0.0.1 ports, stopped at the end of the session.
+
+    The Provider's wait for unknown transactions is cut from 120 s to 5 s and the environments'
+    maxJobDuration to 60 s to keep the suite fast; everything else is as ``ocean-sandbox up`` runs it.
+    """
+    state_dir = tmp_path_factory.mktemp("ocean-sandbox")
+    box = Sandbox(state_dir, rpc_port=0, provider_port=0, receipt_timeout=5.0, max_job_duration=60)
+    try:
+        info = box.up()
+        yield {**info, "sandbox": box}
+    finally:
+        box.down()
+
+
+@pytest.fixture
+def provider_clock(sandbox: dict[str, Any]) -> Iterator[Any]:
+    """Shift the sandbox Provider's clock (its 'now' for fees and order expiry); reset afterwards."""
+    url = sandbox["provider_url"] + "/sandbox/admin/clock"
+
+    def shift(seconds: float) -> None:
+        requests.post(url, json={"offset": seconds}, timeout=10).raise_for_status()
+
+    yield shift
+    shift(0)
+
+
+@pytest.fixture
+def ocean_conn(sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> str:
+    """``AIRFLOW_CONN_OCEAN_DEFAULT`` pointing at the sandbox, as the consumer account."""
+    monkeypatch.setenv("AIRFLOW_CONN_OCEAN_DEFAULT", sandbox["conn_json"])
+    return "ocean_default"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"ocean sandbox cache: {os.environ.get('OCEAN_SANDBOX_CACHE', '~/.cache/airflow_provider_ocean')}"
