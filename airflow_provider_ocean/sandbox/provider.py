@@ -213,6 +213,7 @@ class ProviderApp:
         files = self.decrypt_files(ddo, service) if service else None
         if not files:
             raise ValueError(f"no decryptable files for {entry['id']}")
+        _remove_stale_downloads(tmp_dir)
         target = tmp_dir / uuid.uuid4().hex
         target.mkdir(parents=True)
         paths = []
@@ -779,6 +780,21 @@ class ProviderApp:
             file=path,
             headers={"Content-Type": content_type, "Content-Disposition": f"attachment;filename={filename}"},
         )
+
+
+def _remove_stale_downloads(tmp_dir: Path, max_age: float = 600.0) -> None:
+    """Delete download folders older than ``max_age`` seconds (the engine copies inputs right away)."""
+    import shutil
+
+    if not tmp_dir.exists():
+        return
+    cutoff = time.time() - max_age
+    for child in tmp_dir.iterdir():
+        try:
+            if child.stat().st_mtime < cutoff:
+                shutil.rmtree(child, ignore_errors=True)
+        except FileNotFoundError:
+            continue
 
 
 def _service_by_id(ddo: dict[str, Any], service_id: Any) -> dict[str, Any] | None:

@@ -5,6 +5,8 @@ reads optional custom data, writes flat files into the outputs folder and logs t
 Custom data (``algocustomdata``): ``{"column": "temperature_c", "group_by": "station"}``.
 """
 
+from __future__ import annotations
+
 import csv
 import json
 import os
