@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from airflow_provider_ocean.sandbox.runtime import Sandbox
+# Airflow reads its configuration when first imported: give the test session its own home (SQLite DB,
+# logs) before any test module imports Airflow, and never touch the user's.
+REPO = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="ocean-test-airflow-")
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ.pop("AIRFLOW_CONN_OCEAN_DEFAULT", None)
+
+from airflow_provider_ocean.sandbox.runtime import Sandbox  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +42,18 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         yield {**info, "sandbox": box}
     finally:
         box.down()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """The session's Airflow metadata DB (SQLite), migrated once; returns AIRFLOW_HOME."""
+    airflow = Path(sys.executable).with_name("airflow")
+    result = subprocess.run(
+        [str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy(), check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return _AIRFLOW_HOME
 
 
 @pytest.fixture

@@ -1,0 +1,940 @@
+"""Paying for compute inputs on chain (contracts-and-payment.md §2, §5) and the pre-spend checks.
+
+For each input of a job, the ``initializeCompute`` answer says what to do:
+
+- ``{"validOrder": tx}`` → nothing to send; keep sending the tx that was passed (pitfall P4);
+- ``{"validOrder": tx, "providerFee": {...}}`` → ``reuseOrder(validOrder, providerFee)``;
+- ``{"datatoken": dt, "providerFee": {...}}`` → ``startOrder(env.consumerAddress, serviceIndex,
+  providerFee, zero consume-market fee)``.
+
+Everything that can be checked is checked before the first transaction: the fee cap, datatoken, fee
+token and gas balances, allowances, and an ``eth_estimateGas`` dry run of every order that does not
+depend on an earlier transaction. Then datatokens are obtained (optional), fee tokens approved, all
+orders sent without waiting in between, and every receipt checked for its status and events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eth_utils import to_checksum_address
+
+from airflow_provider_ocean.chain import abi
+from airflow_provider_ocean.chain.errors import (
+    ChainError,
+    ReceiptTimeoutError,
+    RpcError,
+    RpcUnavailableError,
+    TransactionRevertedError,
+)
+from airflow_provider_ocean.chain.tx import call_function
+from airflow_provider_ocean.exceptions import (
+    OceanConnectionError,
+    OceanFeeCapError,
+    OceanInsufficientFundsError,
+    OceanPaymentError,
+    OceanValidationError,
+)
+from airflow_provider_ocean.models import PaidOrder
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from airflow_provider_ocean.chain.rpc import JsonRpcClient
+    from airflow_provider_ocean.chain.tx import SentTransaction, TransactionSender
+    from airflow_provider_ocean.models import ComputeAlgorithm
+
+log = logging.getLogger(__name__)
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+ONE_DATATOKEN = 10**18
+ACQUIRE_MODES = ("dispenser", "fixed_rate", "any")
+# Upper bounds used for the gas check when a transaction cannot be estimated yet (it depends on an
+# approval or a purchase that is not mined). Measured sizes on ganache are well below these.
+GAS_FALLBACK = {"approve": 100_000, "start": 600_000, "reuse": 300_000, "dispense": 250_000, "buy": 500_000}
+_EXCHANGE_TYPES = [
+    "address",
+    "address",
+    "uint256",
+    "address",
+    "uint256",
+    "uint256",
+    "bool",
+    "uint256",
+    "uint256",
+    "uint256",
+    "uint256",
+    "bool",
+]
+_DISPENSER_STATUS_TYPES = ["bool", "address", "bool", "uint256", "uint256", "uint256", "address"]
+
+
+# -- pre-spend checks of the assets ------------------------------------------------------------------
+def find_service(ddo: dict[str, Any], service_id: str | None, *, role: str) -> tuple[dict[str, Any], int]:
+    """Return ``(service, position in services[])`` of a DDO.
+
+    Without ``service_id`` the first ``compute`` service is taken for datasets, the first ``access``
+    (else ``compute``) service for algorithms.
+
+    :param ddo: the DDO.
+    :param service_id: the wanted service id, or ``None``.
+    :param role: ``dataset``, ``additional dataset`` or ``algorithm``.
+    """
+    services = ddo.get("services") or []
+    did = ddo.get("id", "?")
+    if service_id is not None:
+        for position, service in enumerate(services):
+            if isinstance(service, dict) and str(service.get("id")) == str(service_id):
+                return service, position
+        known = ", ".join(f"{s.get('id')} ({s.get('type')})" for s in services if isinstance(s, dict))
+        raise OceanValidationError(
+            f"The {role} {did} has no service {service_id!r} (services: {known or 'none'})"
+        )
+    wanted = ("access", "compute") if role == "algorithm" else ("compute", "access")
+    if role == "dataset":
+        wanted = ("compute",)
+    for kind in wanted:
+        for position, service in enumerate(services):
+            if isinstance(service, dict) and service.get("type") == kind:
+                return service, position
+    raise OceanValidationError(f"The {role} {did} has no {' or '.join(wanted)} service")
+
+
+def container_section_checksum(container: dict[str, Any]) -> str:
+    """``sha256_hex(entrypoint + checksum)`` of an algorithm container, as the Provider computes it.
+
+    :param container: the DDO's ``metadata.algorithm.container``.
+    """
+    return hashlib.sha256(
+        f"{container.get('entrypoint', '')}{container.get('checksum', '')}".encode()
+    ).hexdigest()
+
+
+def check_dataset_service(
+    ddo: dict[str, Any], service: dict[str, Any], *, role: str, chain_id: int | None
+) -> None:
+    """Check a dataset's DDO and service can be ordered for compute.
+
+    :param ddo: the dataset DDO.
+    :param service: the chosen service.
+    :param role: ``dataset`` (must be a compute service) or ``additional dataset``.
+    :param chain_id: the chain the hook pays on; the DDO must live there.
+    """
+    did = ddo.get("id", "?")
+    if chain_id is not None and ddo.get("chainId") is not None and int(ddo["chainId"]) != int(chain_id):
+        raise OceanValidationError(
+            f"The {role} {did} lives on chain {ddo['chainId']}, the connection on {chain_id}"
+        )
+    kind = service.get("type")
+    if kind not in ("access", "compute"):
+        raise OceanValidationError(
+            f"Service {service.get('id')} of {did} is of type {kind!r}, not access/compute"
+        )
+    if role == "dataset" and kind != "compute":
+        raise OceanValidationError(
+            f"The first dataset must be ordered through a compute service; service {service.get('id')} of "
+            f"{did} is {kind!r}"
+        )
+    if not service.get("datatokenAddress"):
+        raise OceanValidationError(f"Service {service.get('id')} of {did} has no datatokenAddress")
+    nft_state = (ddo.get("nft") or {}).get("state")
+    if nft_state is not None and int(nft_state) not in (0, 5):
+        raise OceanValidationError(f"The {role} {did} is not consumable (NFT state {nft_state})")
+
+
+def check_algorithm_allowed(
+    dataset_ddo: dict[str, Any],
+    service: dict[str, Any],
+    algorithm: ComputeAlgorithm,
+    algorithm_ddo: dict[str, Any] | None,
+) -> None:
+    """Check the dataset's compute service accepts the algorithm, as the Provider will.
+
+    Raw algorithms need ``compute.allowRawAlgorithm``. A DID algorithm is accepted when both
+    ``publisherTrustedAlgorithms`` and ``publisherTrustedAlgorithmPublishers`` are empty; otherwise its
+    publisher (``nft.owner``) must be listed when publishers are given, and its DID must be listed with a
+    matching ``containerSectionChecksum`` when trusted algorithms are given. (``filesChecksum`` needs the
+    decrypted files; only the Provider can check it.)
+
+    :param dataset_ddo: the dataset's DDO.
+    :param service: the dataset's compute service.
+    :param algorithm: the algorithm.
+    :param algorithm_ddo: the algorithm's DDO (DID algorithms).
+    """
+    if service.get("type") != "compute":
+        return
+    did = dataset_ddo.get("id", "?")
+    compute = service.get("compute") or {}
+    if algorithm.is_raw:
+        if compute.get("allowRawAlgorithm") is not True:
+            raise OceanValidationError(
+                f"The compute service {service.get('id')} of {did} does not allow raw algorithms "
+                "(compute.allowRawAlgorithm is false); use a published algorithm DID"
+            )
+        return
+    trusted = compute.get("publisherTrustedAlgorithms") or []
+    publishers = compute.get("publisherTrustedAlgorithmPublishers") or []
+    if not trusted and not publishers:
+        return
+    algorithm_ddo = algorithm_ddo or {}
+    if publishers:
+        owner = str((algorithm_ddo.get("nft") or {}).get("owner") or "")
+        if owner.lower() not in {str(p).lower() for p in publishers}:
+            raise OceanValidationError(
+                f"The algorithm {algorithm.did} is published by {owner or 'an unknown owner'}, "
+                f"which {did} does not trust (publisherTrustedAlgorithmPublishers)"
+            )
+    if trusted:
+        entries = [t for t in trusted if isinstance(t, dict) and t.get("did") == algorithm.did]
+        if not entries:
+            raise OceanValidationError(
+                f"The algorithm {algorithm.did} is not in the publisherTrustedAlgorithms of {did}"
+            )
+        expected = entries[0].get("containerSectionChecksum")
+        container = ((algorithm_ddo.get("metadata") or {}).get("algorithm") or {}).get("container") or {}
+        if expected and container and container_section_checksum(container) != str(expected).lower():
+            raise OceanValidationError(
+                f"The container of algorithm {algorithm.did} changed since {did} trusted it "
+                "(containerSectionChecksum mismatch)"
+            )
+
+
+def check_algorithm_ddo(ddo: dict[str, Any], service: dict[str, Any], *, chain_id: int | None) -> None:
+    """Check an algorithm's DDO: an algorithm asset with a container and an orderable service.
+
+    :param ddo: the algorithm DDO.
+    :param service: the chosen service.
+    :param chain_id: the chain the hook pays on.
+    """
+    did = ddo.get("id", "?")
+    if chain_id is not None and ddo.get("chainId") is not None and int(ddo["chainId"]) != int(chain_id):
+        raise OceanValidationError(
+            f"The algorithm {did} lives on chain {ddo['chainId']}, the connection on {chain_id}"
+        )
+    metadata = ddo.get("metadata") or {}
+    if metadata.get("type") != "algorithm":
+        raise OceanValidationError(
+            f"{did} is not an algorithm asset (metadata.type is {metadata.get('type')!r})"
+        )
+    container = (metadata.get("algorithm") or {}).get("container") or {}
+    missing = [k for k in ("entrypoint", "image", "checksum") if not container.get(k)]
+    if missing:
+        raise OceanValidationError(f"The algorithm {did} has no container {', '.join(missing)}")
+    if service.get("type") not in ("access", "compute"):
+        raise OceanValidationError(f"Service {service.get('id')} of algorithm {did} is not access/compute")
+    if not service.get("datatokenAddress"):
+        raise OceanValidationError(f"Service {service.get('id')} of {did} has no datatokenAddress")
+
+
+# -- orders ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProviderFee:
+    """A provider fee as signed by the Provider, ready to be passed to ``startOrder``/``reuseOrder``.
+
+    :param address: ``providerFeeAddress``.
+    :param token: ``providerFeeToken``.
+    :param amount: ``providerFeeAmount`` in base units.
+    :param v: signature ``v`` (27/28).
+    :param r: signature ``r``.
+    :param s: signature ``s``.
+    :param valid_until: unix seconds.
+    :param provider_data: the raw ``providerData`` bytes (compact JSON).
+    """
+
+    address: str
+    token: str
+    amount: int
+    v: int
+    r: bytes
+    s: bytes
+    valid_until: int
+    provider_data: bytes
+
+    @classmethod
+    def from_json(cls, data: Any) -> ProviderFee:
+        """Parse the ``providerFee`` object of ``initializeCompute``.
+
+        :param data: the object (amount as a decimal string, r/s/providerData as 0x-hex).
+        """
+        if not isinstance(data, dict):
+            raise OceanValidationError("initializeCompute returned a providerFee that is not an object")
+        try:
+            v = int(data["v"])
+            return cls(
+                address=to_checksum_address(data["providerFeeAddress"]),
+                token=to_checksum_address(data["providerFeeToken"]),
+                amount=int(str(data["providerFeeAmount"])),
+                v=v + 27 if v in (0, 1) else v,
+                r=_bytes32(data["r"]),
+                s=_bytes32(data["s"]),
+                valid_until=int(data["validUntil"]),
+                provider_data=_hex_bytes(data["providerData"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OceanValidationError(
+                f"initializeCompute returned a malformed providerFee ({exc})"
+            ) from None
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The ABI tuple ``(address, token, amount, v, r, s, validUntil, providerData)`` — data last."""
+        return (
+            self.address,
+            self.token,
+            self.amount,
+            self.v,
+            self.r,
+            self.s,
+            self.valid_until,
+            self.provider_data,
+        )
+
+    def data(self) -> dict[str, Any] | None:
+        """The decoded ``providerData`` JSON (``environment``, ``timestamp``, ``dt``, ``id``), if JSON."""
+        try:
+            value = json.loads(self.provider_data.decode())
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def is_payable(self) -> bool:
+        """True when this fee moves tokens (non-zero amount in a real token)."""
+        return self.amount > 0 and self.token.lower() != ZERO_ADDRESS
+
+
+def _hex_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    text = str(value)
+    return bytes.fromhex(text[2:] if text.startswith(("0x", "0X")) else text)
+
+
+def _bytes32(value: Any) -> bytes:
+    raw = _hex_bytes(value)
+    if len(raw) > 32:
+        raise ValueError("signature part longer than 32 bytes")
+    return raw.rjust(32, b"\0")
+
+
+@dataclass
+class OrderRequest:
+    """One input to pay for.
+
+    :param role: ``dataset`` or ``algorithm``.
+    :param did: the asset DID.
+    :param service_id: the service id.
+    :param service_index: position of the service in the DDO's ``services[]``.
+    :param datatoken: the service's datatoken.
+    :param quote: this input's item of the ``initializeCompute`` answer.
+    :param transfer_tx_id: the order tx that was passed to ``initializeCompute``, if any.
+    """
+
+    role: str
+    did: str
+    service_id: str
+    service_index: int
+    datatoken: str
+    quote: dict[str, Any]
+    transfer_tx_id: str | None = None
+
+
+@dataclass
+class _Planned:
+    request: OrderRequest
+    action: str  # "start" | "reuse" | "valid"
+    fee: ProviderFee | None = None
+    valid_order: str | None = None
+    publish_fee: tuple[str, str, int] | None = None
+    gas: int = 0
+    data: bytes = b""
+
+
+@dataclass
+class _Acquisition:
+    kind: str  # "dispense" | "buy"
+    datatoken: str
+    amount: int
+    contract: str
+    exchange_id: bytes = b""
+    base_token: str | None = None
+    base_cost: int = 0
+    needs_approval: bool = False
+
+
+@dataclass
+class PaymentPlan:
+    """What :meth:`OrderPayer.pay` is going to do; built and checked before anything is sent.
+
+    :param orders: the planned orders.
+    :param fee_totals: token → base units the fees pull (provider + publish-market fees).
+    :param approvals: ``(token, spender, amount)`` approvals to send.
+    :param acquisitions: datatoken purchases / dispenses to do first.
+    :param gas: total gas budgeted.
+    :param gas_price: price per gas used for the budget.
+    """
+
+    orders: list[_Planned]
+    fee_totals: dict[str, int] = field(default_factory=dict)
+    approvals: list[tuple[str, str, int]] = field(default_factory=list)
+    acquisitions: list[_Acquisition] = field(default_factory=list)
+    gas: int = 0
+    gas_price: int = 0
+
+
+class OrderPayer:
+    """Pays for compute inputs from one wallet.
+
+    :param rpc: the chain's JSON-RPC client.
+    :param sender: the wallet's transaction sender (nonces, fees, signing).
+    :param acquire: obtain missing datatokens: ``None`` (off, default), ``"dispenser"``, ``"fixed_rate"``
+        or ``"any"`` (dispenser first).
+    :param max_datatoken_price: highest base-token amount (base units) to pay per datatoken bought from
+        a fixed-rate exchange; required to buy.
+    """
+
+    def __init__(
+        self,
+        rpc: JsonRpcClient,
+        sender: TransactionSender,
+        *,
+        acquire: str | None = None,
+        max_datatoken_price: int | None = None,
+    ) -> None:
+        if acquire not in (None, *ACQUIRE_MODES):
+            raise OceanValidationError(f"acquire must be one of {ACQUIRE_MODES} or None, got {acquire!r}")
+        self.rpc = rpc
+        self.sender = sender
+        self.payer = sender.address
+        self.acquire = acquire
+        self.max_datatoken_price = max_datatoken_price
+
+    def __repr__(self) -> str:
+        return f"OrderPayer(payer={self.payer!r})"
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def _call(self, to: str, signature: str, args: tuple[Any, ...], out: list[str]) -> tuple[Any, ...]:
+        with _translate(f"{signature.split('(')[0]} on {to}"):
+            return call_function(self.rpc, to_checksum_address(to), signature, args, out)
+
+    def balance_of(self, token: str, owner: str) -> int:
+        """ERC-20 ``balanceOf``.
+
+        :param token: the token.
+        :param owner: the holder.
+        """
+        return int(self._call(token, abi.ERC20_BALANCE_OF, (to_checksum_address(owner),), ["uint256"])[0])
+
+    def allowance(self, token: str, owner: str, spender: str) -> int:
+        """ERC-20 ``allowance``.
+
+        :param token: the token.
+        :param owner: the holder.
+        :param spender: the spender.
+        """
+        args = (to_checksum_address(owner), to_checksum_address(spender))
+        return int(self._call(token, abi.ERC20_ALLOWANCE, args, ["uint256"])[0])
+
+    def publishing_market_fee(self, datatoken: str) -> tuple[str, str, int]:
+        """``getPublishingMarketFee()`` of a datatoken → ``(address, token, amount)``.
+
+        :param datatoken: the datatoken.
+        """
+        address, token, amount = self._call(
+            datatoken, abi.DT_GET_PUBLISHING_MARKET_FEE, (), ["address", "address", "uint256"]
+        )
+        return to_checksum_address(address), to_checksum_address(token), int(amount)
+
+    # -- planning ------------------------------------------------------------------------------------
+    def _plan_order(self, request: OrderRequest, consumer: str, environment: str | None) -> _Planned:
+        quote = request.quote if isinstance(request.quote, dict) else {}
+        valid = quote.get("validOrder")
+        has_fee = quote.get("providerFee") is not None
+        if quote.get("datatoken") and str(quote["datatoken"]).lower() != request.datatoken.lower():
+            raise OceanValidationError(
+                f"initializeCompute quoted datatoken {quote['datatoken']} for {request.did}, the DDO says "
+                f"{request.datatoken}"
+            )
+        if valid and not has_fee:
+            # P4: after a reuseOrder the Provider reports the original order; keep sending our own tx.
+            return _Planned(request, "valid", valid_order=request.transfer_tx_id or _hex_tx(valid))
+        if not has_fee:
+            raise OceanValidationError(
+                f"initializeCompute returned neither validOrder nor providerFee for {request.did}: {quote!r}"[
+                    :500
+                ]
+            )
+        fee = ProviderFee.from_json(quote["providerFee"])
+        data = fee.data()
+        if data is not None:
+            if data.get("dt") and str(data["dt"]).lower() != request.datatoken.lower():
+                raise OceanValidationError(
+                    f"The provider fee for {request.did} is for another datatoken ({data['dt']})"
+                )
+            if data.get("id") is not None and str(data["id"]) != str(request.service_id):
+                raise OceanValidationError(
+                    f"The provider fee for {request.did} is for service {data['id']}, "
+                    f"not {request.service_id}"
+                )
+            if (
+                environment
+                and request.role == "dataset"
+                and data.get("environment") not in (None, environment)
+            ):
+                raise OceanValidationError(
+                    f"The provider fee for {request.did} is for environment "
+                    f"{data['environment']}, not {environment}"
+                )
+        datatoken = to_checksum_address(request.datatoken)
+        if valid:
+            call = abi.encode_call(abi.DT_REUSE_ORDER, _bytes32(valid), fee.as_tuple())
+            return _Planned(request, "reuse", fee=fee, valid_order=_hex_tx(valid), data=call)
+        call = abi.encode_call(
+            abi.DT_START_ORDER,
+            to_checksum_address(consumer),
+            int(request.service_index),
+            fee.as_tuple(),
+            (ZERO_ADDRESS, ZERO_ADDRESS, 0),
+        )
+        publish = self.publishing_market_fee(datatoken)
+        return _Planned(request, "start", fee=fee, publish_fee=publish, data=call)
+
+    def plan(
+        self,
+        orders: Iterable[OrderRequest],
+        *,
+        consumer: str,
+        environment: str | None = None,
+        max_fee: int | None = None,
+    ) -> PaymentPlan:
+        """Decide every transaction and check funds, fee cap and gas; sends nothing.
+
+        :param orders: the inputs to pay for.
+        :param consumer: the environment's ``consumerAddress`` (the orders' ``consumer``).
+        :param environment: the environment id (checked against the fees' ``providerData``).
+        :param max_fee: highest total fee, in base units of the fee token, this payment may pull.
+        """
+        planned = [self._plan_order(o, consumer, environment) for o in orders]
+        plan = PaymentPlan(orders=planned)
+        allowance_needs: dict[tuple[str, str], int] = {}
+        for item in planned:
+            datatoken = to_checksum_address(item.request.datatoken)
+            if item.fee is not None and item.fee.is_payable:
+                key = (item.fee.token, datatoken)
+                allowance_needs[key] = allowance_needs.get(key, 0) + item.fee.amount
+                plan.fee_totals[item.fee.token] = plan.fee_totals.get(item.fee.token, 0) + item.fee.amount
+            if item.publish_fee is not None:
+                address, token, amount = item.publish_fee
+                if amount > 0 and token.lower() != ZERO_ADDRESS and address.lower() != ZERO_ADDRESS:
+                    key = (token, datatoken)
+                    allowance_needs[key] = allowance_needs.get(key, 0) + amount
+                    plan.fee_totals[token] = plan.fee_totals.get(token, 0) + amount
+        if max_fee is not None:
+            for token, total in plan.fee_totals.items():
+                if total > int(max_fee):
+                    raise OceanFeeCapError(
+                        f"The fees for this job total {total} base units of token {token}, above max_fee "
+                        f"{int(max_fee)}; nothing was sent",
+                        hint="raise max_fee, shorten valid_until or use a cheaper (free) environment",
+                    )
+
+        # Datatokens: one per new order.
+        token_needs = dict(plan.fee_totals)
+        dt_needs: dict[str, int] = {}
+        for item in planned:
+            if item.action == "start":
+                datatoken = to_checksum_address(item.request.datatoken)
+                dt_needs[datatoken] = dt_needs.get(datatoken, 0) + ONE_DATATOKEN
+        for datatoken, need in dt_needs.items():
+            held = self.balance_of(datatoken, self.payer)
+            if held >= need:
+                continue
+            acquisition = self._plan_acquisition(datatoken, need - held, held)
+            plan.acquisitions.append(acquisition)
+            if acquisition.base_token is not None:
+                base = acquisition.base_token
+                token_needs[base] = token_needs.get(base, 0) + acquisition.base_cost
+
+        for token, need in token_needs.items():
+            held = self.balance_of(token, self.payer)
+            if held < need:
+                raise OceanInsufficientFundsError(
+                    f"{self.payer} holds {held} base units of token {token} but this payment needs {need}; "
+                    "nothing was sent"
+                )
+        for (token, spender), amount in allowance_needs.items():
+            if self.allowance(token, self.payer, spender) < amount:
+                plan.approvals.append((token, spender, amount))
+        for acquisition in plan.acquisitions:
+            if acquisition.kind == "buy" and acquisition.base_token is not None:
+                current = self.allowance(acquisition.base_token, self.payer, acquisition.contract)
+                acquisition.needs_approval = current < acquisition.base_cost
+
+        self._budget_gas(plan)
+        return plan
+
+    def _plan_acquisition(self, datatoken: str, shortfall: int, held: int) -> _Acquisition:
+        reasons: list[str] = []
+        if self.acquire in ("dispenser", "any"):
+            found = self._plan_dispense(datatoken, shortfall, held, reasons)
+            if found is not None:
+                return found
+        if self.acquire in ("fixed_rate", "any"):
+            found = self._plan_buy(datatoken, shortfall, reasons)
+            if found is not None:
+                return found
+        if self.acquire is None:
+            reasons.append("datatoken acquisition is off (acquire=None)")
+        raise OceanInsufficientFundsError(
+            f"{self.payer} holds {held} base units of datatoken {datatoken} but needs {held + shortfall} "
+            f"(1 datatoken per new order); nothing was sent. " + "; ".join(reasons),
+            hint=(
+                "get datatokens first, or enable acquire='dispenser'/'fixed_rate' (with max_datatoken_price)"
+            ),
+        )
+
+    def _plan_dispense(
+        self, datatoken: str, shortfall: int, held: int, reasons: list[str]
+    ) -> _Acquisition | None:
+        dispensers = self._call(datatoken, abi.DT_GET_DISPENSERS, (), ["address[]"])[0]
+        if not dispensers:
+            reasons.append("the datatoken has no dispenser")
+        for dispenser in dispensers:
+            dispenser = to_checksum_address(dispenser)
+            active, _owner, is_minter, max_tokens, max_balance, balance, allowed = self._call(
+                dispenser, abi.DISPENSER_STATUS, (datatoken,), _DISPENSER_STATUS_TYPES
+            )
+            if not active:
+                reasons.append(f"dispenser {dispenser} is inactive")
+            elif allowed.lower() != ZERO_ADDRESS and allowed.lower() != self.payer.lower():
+                reasons.append(f"dispenser {dispenser} only serves {allowed}")
+            elif shortfall > max_tokens:
+                reasons.append(f"dispenser {dispenser} gives at most {max_tokens} per call")
+            elif held >= max_balance:
+                reasons.append(f"dispenser {dispenser} refuses holders of {max_balance} or more")
+            elif not is_minter and balance < shortfall:
+                reasons.append(f"dispenser {dispenser} holds only {balance}")
+            else:
+                return _Acquisition("dispense", datatoken, shortfall, dispenser)
+        return None
+
+    def _plan_buy(self, datatoken: str, shortfall: int, reasons: list[str]) -> _Acquisition | None:
+        rates = self._call(datatoken, abi.DT_GET_FIXED_RATES, (), ["(address,bytes32)[]"])[0]
+        if not rates:
+            reasons.append("the datatoken has no fixed-rate exchange")
+        for contract, exchange_id in rates:
+            contract = to_checksum_address(contract)
+            exchange = self._call(contract, abi.FRE_GET_EXCHANGE, (exchange_id,), _EXCHANGE_TYPES)
+            if not exchange[6]:
+                reasons.append(f"exchange {exchange_id.hex()} is inactive")
+                continue
+            base_token = to_checksum_address(exchange[3])
+            cost = int(
+                self._call(contract, abi.FRE_CALC_BASE_IN, (exchange_id, shortfall, 0), ["uint256"] * 4)[0]
+            )
+            if self.max_datatoken_price is None:
+                reasons.append(
+                    f"exchange {exchange_id.hex()} asks {cost} of {base_token}; no max_datatoken_price set"
+                )
+                continue
+            limit = int(self.max_datatoken_price) * shortfall // ONE_DATATOKEN
+            if cost > limit:
+                reasons.append(
+                    f"exchange {exchange_id.hex()} asks {cost} of {base_token}, above the limit {limit} "
+                    "(max_datatoken_price)"
+                )
+                continue
+            return _Acquisition(
+                "buy",
+                datatoken,
+                shortfall,
+                contract,
+                exchange_id=exchange_id,
+                base_token=base_token,
+                base_cost=cost,
+            )
+        return None
+
+    def _estimate(self, to: str, data: bytes, what: str) -> int:
+        tx = {"from": self.payer, "to": to_checksum_address(to), "data": data, "value": 0}
+        try:
+            return int(self.rpc.estimate_gas(tx) * self.sender.gas_multiplier) + 10_000
+        except RpcError as exc:
+            reason = None
+            if isinstance(exc.data, str):
+                reason = abi.decode_revert_reason(exc.data)
+            elif isinstance(exc.data, dict):
+                raw = exc.data.get("result") or exc.data.get("data")
+                reason = abi.decode_revert_reason(raw) if isinstance(raw, str) else None
+            raise OceanPaymentError(
+                f"{what} would revert ({reason or exc.rpc_message}); nothing was sent",
+                hint="re-initialize to get a fresh provider fee; check balances and the order inputs",
+            ) from None
+        except RpcUnavailableError as exc:
+            raise OceanConnectionError(f"Cannot estimate gas for {what}: {exc}") from None
+
+    def _budget_gas(self, plan: PaymentPlan) -> None:
+        dependent = {to_checksum_address(spender) for _t, spender, _a in plan.approvals}
+        dependent |= {a.datatoken for a in plan.acquisitions}
+        gas = GAS_FALLBACK["approve"] * len(plan.approvals)
+        for acquisition in plan.acquisitions:
+            gas += GAS_FALLBACK["dispense" if acquisition.kind == "dispense" else "buy"]
+            if acquisition.needs_approval:
+                gas += GAS_FALLBACK["approve"]
+        for item in plan.orders:
+            if item.action == "valid":
+                continue
+            datatoken = to_checksum_address(item.request.datatoken)
+            name = "startOrder" if item.action == "start" else "reuseOrder"
+            what = f"{name} on {datatoken} ({item.request.did})"
+            if datatoken in dependent:
+                item.gas = 0  # estimated by the sender once the approvals / purchases are mined
+                gas += GAS_FALLBACK[item.action]
+            else:
+                item.gas = self._estimate(datatoken, item.data, what)
+                gas += item.gas
+        with _translate("read gas price / balance"):
+            fees = self.sender.fee_fields()
+            price = int(fees.get("maxFeePerGas") or fees.get("gasPrice") or 0)
+            native = self.rpc.get_balance(self.payer)
+        plan.gas, plan.gas_price = gas, price
+        if gas * price > native:
+            raise OceanInsufficientFundsError(
+                f"{self.payer} holds {native} wei but the transactions of this payment may cost up to "
+                f"{gas * price} wei ({gas} gas at {price}); nothing was sent"
+            )
+
+    # -- execution -----------------------------------------------------------------------------------
+    def pay(
+        self,
+        orders: Iterable[OrderRequest],
+        *,
+        consumer: str,
+        environment: str | None = None,
+        max_fee: int | None = None,
+    ) -> list[PaidOrder]:
+        """Plan, check, then send: acquisitions, approvals, all orders (no waiting in between), receipts.
+
+        :param orders: the inputs to pay for, in job order.
+        :param consumer: the environment's ``consumerAddress``.
+        :param environment: the environment id.
+        :param max_fee: highest total fee in base units of the fee token.
+        :return: one :class:`PaidOrder` per input, in the same order.
+        """
+        plan = self.plan(orders, consumer=consumer, environment=environment, max_fee=max_fee)
+        return self.execute(plan)
+
+    def execute(self, plan: PaymentPlan) -> list[PaidOrder]:
+        """Send the transactions of a checked plan and verify their receipts.
+
+        :param plan: the plan from :meth:`plan`.
+        """
+        for acquisition in plan.acquisitions:
+            self._acquire(acquisition)
+        if plan.approvals:
+            sent = [
+                self._send(
+                    token,
+                    abi.encode_call(abi.ERC20_APPROVE, to_checksum_address(spender), amount),
+                    f"approve {amount} of {token} to {spender}",
+                )
+                for token, spender, amount in plan.approvals
+            ]
+            for item in sent:
+                self._wait(item)
+
+        sent_orders: list[tuple[_Planned, SentTransaction]] = []
+        for item in plan.orders:
+            if item.action == "valid":
+                continue
+            datatoken = to_checksum_address(item.request.datatoken)
+            what = f"{item.action}Order on {datatoken} for {item.request.did}"
+            sent_orders.append(
+                (item, self._send(datatoken, item.data, what, gas=item.gas or None, paid=sent_orders))
+            )
+        tx_ids: dict[int, str] = {}
+        for item, sent in sent_orders:
+            receipt = self._wait(sent, paid=sent_orders)
+            self._check_events(item, receipt, sent.tx_hash)
+            tx_ids[id(item)] = _hex_tx(receipt.get("transactionHash") or sent.tx_hash)
+            log.info(
+                "Paid %s %s (%s) with %s", item.request.role, item.request.did, item.action, tx_ids[id(item)]
+            )
+
+        out = []
+        for item in plan.orders:
+            tx = tx_ids.get(id(item)) or item.valid_order
+            if not tx:  # pragma: no cover - every branch sets one
+                raise OceanPaymentError(f"No transfer tx for {item.request.did}")
+            if item.action == "valid":
+                log.info("Order %s of %s is still valid; no transaction", tx, item.request.did)
+            out.append(
+                PaidOrder(
+                    role=item.request.role,
+                    did=item.request.did,
+                    service_id=item.request.service_id,
+                    transfer_tx_id=tx,
+                    action=item.action,
+                    datatoken=to_checksum_address(item.request.datatoken),
+                    provider_fee_amount=item.fee.amount if item.fee else 0,
+                    provider_fee_token=item.fee.token if item.fee else None,
+                )
+            )
+        return out
+
+    def _acquire(self, acquisition: _Acquisition) -> None:
+        if acquisition.kind == "dispense":
+            data = abi.encode_call(
+                abi.DISPENSER_DISPENSE, acquisition.datatoken, acquisition.amount, self.payer
+            )
+            self._wait(self._send(acquisition.contract, data, f"dispense {acquisition.datatoken}"))
+            log.info("Dispensed %s of datatoken %s", acquisition.amount, acquisition.datatoken)
+            return
+        assert acquisition.base_token is not None
+        if acquisition.needs_approval:
+            approve = abi.encode_call(abi.ERC20_APPROVE, acquisition.contract, acquisition.base_cost)
+            self._wait(
+                self._send(acquisition.base_token, approve, f"approve {acquisition.base_token} to FRE")
+            )
+        buy = abi.encode_call(
+            abi.FRE_BUY_DT,
+            acquisition.exchange_id,
+            acquisition.amount,
+            acquisition.base_cost,
+            ZERO_ADDRESS,
+            0,
+        )
+        self._wait(self._send(acquisition.contract, buy, f"buyDT {acquisition.datatoken}"))
+        log.info(
+            "Bought %s of datatoken %s for %s of %s",
+            acquisition.amount,
+            acquisition.datatoken,
+            acquisition.base_cost,
+            acquisition.base_token,
+        )
+
+    def _send(
+        self,
+        to: str,
+        data: bytes,
+        what: str,
+        *,
+        gas: int | None = None,
+        paid: list[tuple[_Planned, SentTransaction]] | None = None,
+    ) -> SentTransaction:
+        with _translate(what, paid=paid):
+            return self.sender.send(to_checksum_address(to), data, gas=gas, what=what)
+
+    def _wait(
+        self, sent: SentTransaction, *, paid: list[tuple[_Planned, SentTransaction]] | None = None
+    ) -> dict[str, Any]:
+        with _translate(sent.what, paid=paid):
+            return self.sender.wait(sent)
+
+    def _check_events(self, item: _Planned, receipt: dict[str, Any], tx_hash: str) -> None:
+        datatoken = to_checksum_address(item.request.datatoken)
+        fees = abi.decode_events(abi.PROVIDER_FEE, receipt, emitter=datatoken)
+        if item.action == "start":
+            started = abi.decode_events(abi.ORDER_STARTED, receipt, emitter=datatoken)
+            if not started:
+                raise OceanPaymentError(
+                    f"startOrder {tx_hash} emitted no OrderStarted", tx_hash=tx_hash, spent=True
+                )
+            if int(started[-1]["serviceIndex"]) != int(item.request.service_index):
+                raise OceanPaymentError(
+                    f"startOrder {tx_hash} ordered service index {started[-1]['serviceIndex']}, "
+                    f"expected {item.request.service_index}",
+                    tx_hash=tx_hash,
+                    spent=True,
+                )
+        else:
+            reused = abi.decode_events(abi.ORDER_REUSED, receipt, emitter=datatoken)
+            if not reused:
+                raise OceanPaymentError(
+                    f"reuseOrder {tx_hash} emitted no OrderReused", tx_hash=tx_hash, spent=True
+                )
+        if not fees:
+            raise OceanPaymentError(
+                f"{item.action}Order {tx_hash} emitted no ProviderFee", tx_hash=tx_hash, spent=True
+            )
+
+
+def _hex_tx(value: Any) -> str:
+    text = value.hex() if isinstance(value, bytes) else str(value)
+    return text if text.startswith("0x") else "0x" + text
+
+
+class _translate:
+    """Context manager turning chain errors into Ocean exceptions (listing orders already paid)."""
+
+    def __init__(self, what: str, *, paid: list[tuple[_Planned, SentTransaction]] | None = None) -> None:
+        self.what = what
+        self.paid = paid or []
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, ChainError):
+            return False
+        already = ""
+        if self.paid:
+            already = " Orders already sent (reuse them as transfer tx ids): " + ", ".join(
+                f"{p.request.did}={s.tx_hash}" for p, s in self.paid
+            )
+        if isinstance(exc, TransactionRevertedError):
+            raise OceanPaymentError(
+                f"{self.what} reverted: {exc.reason or 'no reason'} (tx {exc.tx_hash}).{already}",
+                tx_hash=exc.tx_hash,
+                spent=True,
+            ) from None
+        if isinstance(exc, ReceiptTimeoutError):
+            raise OceanPaymentError(
+                f"{self.what}: {exc}.{already}",
+                tx_hash=exc.tx_hash,
+                spent=True,
+                hint="the transaction may still be mined; check it before paying again",
+            ) from None
+        if isinstance(exc, RpcUnavailableError):
+            raise OceanConnectionError(f"{self.what}: {exc}.{already}") from None
+        message = exc.rpc_message if isinstance(exc, RpcError) else str(exc)
+        insufficient = "insufficient funds" in message.lower()
+        raise OceanPaymentError(
+            f"{self.what} failed: {message}.{already}",
+            spent=bool(self.paid),
+            hint="the wallet lacks native gas funds" if insufficient else None,
+        ) from None
+
+
+def make_requests(
+    items: list[tuple[str, str, str, int, str, str | None]],
+    quotes: list[dict[str, Any]],
+) -> list[OrderRequest]:
+    """Zip ``(role, did, service_id, service_index, datatoken, passed tx)`` with their quotes.
+
+    :param items: the inputs.
+    :param quotes: the matching ``initializeCompute`` items.
+    """
+    if len(items) != len(quotes):
+        raise OceanValidationError(f"{len(quotes)} quotes for {len(items)} inputs")
+    return [
+        OrderRequest(role, did, sid, index, dt, quote, tx)
+        for (role, did, sid, index, dt, tx), quote in zip(items, quotes, strict=True)
+    ]
+
+
+__all__ = [
+    "OrderPayer",
+    "OrderRequest",
+    "PaymentPlan",
+    "ProviderFee",
+    "check_algorithm_allowed",
+    "check_algorithm_ddo",
+    "check_dataset_service",
+    "container_section_checksum",
+    "find_service",
+    "make_requests",
+]

@@ -1,0 +1,199 @@
+"""The one place where requests are signed and Provider nonces are chosen.
+
+Provider v4 verifies an EIP-191 ``personal_sign`` over the **32-byte keccak** of the UTF-8 message
+(not over the text itself). Nonces are per exact address string, must never go down and must never
+repeat; :class:`NonceAllocator` hands out ``max(stored + 1, now_ms, last_sent + 1)`` under a lock per
+(Provider URL, address).
+
+``eth_account`` is imported lazily so that importing this module (e.g. while parsing DAGs) stays cheap.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_ocean.exceptions import OceanConfigError, OceanValidationError, register_secret
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from airflow_provider_ocean.chain.rpc import JsonRpcClient
+    from airflow_provider_ocean.chain.tx import TransactionSender
+
+_KEY_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+
+
+def is_private_key(value: str | None) -> bool:
+    """Return True if ``value`` looks like a 32-byte hex private key (``0x`` optional).
+
+    :param value: the candidate text.
+    """
+    return bool(value) and bool(_KEY_RE.match(value.strip()))  # type: ignore[union-attr]
+
+
+def start_message(consumer_address: str, document_id: str, nonce: str) -> str:
+    """Message signed for ``POST /api/services/compute``: ``consumerAddress + documentId + nonce``.
+
+    :param consumer_address: the signing user's address, exactly as sent.
+    :param document_id: DID of the first dataset.
+    :param nonce: the nonce, exactly as sent.
+    """
+    return f"{consumer_address}{document_id}{nonce}"
+
+
+def job_message(consumer_address: str, job_id: str, document_id: str | None, nonce: str) -> str:
+    """Message signed for stop/delete: ``consumerAddress + jobId + documentId + nonce``.
+
+    :param consumer_address: the signing user's address, exactly as sent.
+    :param job_id: the job id.
+    :param document_id: the DID sent as ``documentId`` (empty when not sent).
+    :param nonce: the nonce, exactly as sent.
+    """
+    return f"{consumer_address}{job_id}{document_id or ''}{nonce}"
+
+
+def result_message(consumer_address: str, job_id: str, index: int | str, nonce: str) -> str:
+    """Message signed for ``GET /api/services/computeResult``: ``consumerAddress + jobId + index + nonce``.
+
+    :param consumer_address: the signing user's address, exactly as sent.
+    :param job_id: the job id.
+    :param index: position of the result in the job's ``results`` list.
+    :param nonce: the nonce, exactly as sent.
+    """
+    return f"{consumer_address}{job_id}{index}{nonce}"
+
+
+class Signer:
+    """Signs Provider requests and builds transaction senders for one wallet.
+
+    The key is kept only inside this object; ``repr``/``str`` show the address, and the object refuses
+    to be pickled or copied so that the key cannot travel through XCom or a trigger.
+
+    :param private_key: the wallet's private key as 64 hex digits, ``0x`` optional.
+    """
+
+    def __init__(self, private_key: str) -> None:
+        if not isinstance(private_key, str) or not is_private_key(private_key):
+            # Never echo the value: it may be a real key with a typo.
+            raise OceanConfigError(
+                "The wallet private key is missing or malformed: expected 64 hex digits (32 bytes), "
+                "optionally prefixed with 0x."
+            )
+        key = private_key.strip()
+        key = key if key.startswith(("0x", "0X")) else "0x" + key
+        register_secret(key)
+        from eth_account import Account
+
+        self.__account = Account.from_key(key)
+        self.address: str = self.__account.address
+
+    def __repr__(self) -> str:
+        return f"Signer(address={self.address!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Signer holds a private key and cannot be pickled or copied")
+
+    def sign(self, message: str) -> str:
+        """Sign ``message`` the Provider v4 way and return the 65-byte signature as 0x-hex.
+
+        :param message: the text to sign; its UTF-8 keccak-256 is signed with the EIP-191 prefix.
+        """
+        from eth_account.messages import encode_defunct
+        from eth_utils import keccak
+
+        signable = encode_defunct(primitive=keccak(text=message))
+        signature = self.__account.sign_message(signable).signature.hex()
+        return signature if signature.startswith("0x") else "0x" + signature
+
+    def transaction_sender(self, rpc: JsonRpcClient, **kwargs: Any) -> TransactionSender:
+        """Build a :class:`~airflow_provider_ocean.chain.tx.TransactionSender` for this wallet.
+
+        :param rpc: the JSON-RPC client of the chain.
+        :param kwargs: passed to ``TransactionSender`` (``gas_multiplier``, ``receipt_timeout``).
+        """
+        from airflow_provider_ocean.chain.tx import TransactionSender
+
+        return TransactionSender(rpc, "0x" + bytes(self.__account.key).hex(), **kwargs)
+
+
+def parse_stored_nonce(value: Any) -> int:
+    """Turn the Provider's ``{"nonce": ...}`` value (a Decimal as text, or a number) into an int.
+
+    :param value: the ``nonce`` member of ``GET /api/services/nonce``.
+    """
+    try:
+        number = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise OceanValidationError(f"The Provider returned a non-numeric nonce {value!r}") from None
+    if not number.is_finite():
+        raise OceanValidationError(f"The Provider returned a non-numeric nonce {value!r}")
+    return int(number)
+
+
+class NonceAllocator:
+    """Hands out strictly increasing Provider nonces per (Provider URL, address).
+
+    Use :meth:`reserve` as a context manager around the whole signed request, so that two threads of
+    the same process never send their nonces out of order.
+
+    :param clock: returns the current time in milliseconds (for tests).
+    """
+
+    def __init__(self, clock: Callable[[], int] | None = None) -> None:
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.RLock] = {}
+        self._last: dict[tuple[str, str], int] = {}
+
+    def _lock_for(self, key: tuple[str, str]) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.RLock())
+
+    @staticmethod
+    def _key(provider_url: str, address: str) -> tuple[str, str]:
+        return (provider_url.rstrip("/"), address)
+
+    def next_nonce(self, provider_url: str, address: str, stored: Any) -> str:
+        """Return the next nonce as a digit string, given the Provider's stored value.
+
+        :param provider_url: the Provider base URL.
+        :param address: the exact address string the nonce is for.
+        :param stored: the value of ``GET /api/services/nonce`` (text or number).
+        """
+        key = self._key(provider_url, address)
+        with self._lock_for(key):
+            nonce = max(parse_stored_nonce(stored) + 1, self._clock(), self._last.get(key, 0) + 1)
+            self._last[key] = nonce
+            return str(nonce)
+
+    @contextmanager
+    def reserve(self, provider_url: str, address: str, fetch_stored: Callable[[], Any]) -> Iterator[str]:
+        """Hold the per-wallet lock, fetch the stored nonce and yield the next one.
+
+        :param provider_url: the Provider base URL.
+        :param address: the exact address string the nonce is for.
+        :param fetch_stored: returns the Provider's stored nonce (``GET /api/services/nonce``).
+        """
+        key = self._key(provider_url, address)
+        with self._lock_for(key):
+            yield self.next_nonce(provider_url, address, fetch_stored())
+
+    def last_sent(self, provider_url: str, address: str) -> int | None:
+        """Return the last nonce handed out for this (Provider, address), if any.
+
+        :param provider_url: the Provider base URL.
+        :param address: the exact address string.
+        """
+        return self._last.get(self._key(provider_url, address))
+
+
+#: Process-wide allocator shared by every hook and client, so that all tasks running in one worker
+#: process agree on the nonces of a wallet.
+NONCES = NonceAllocator()
