@@ -54,7 +54,9 @@ with DAG(
     results = OceanComputeResultsOperator(
         task_id="collect_results",
         job_id=start.output,
-        destination="{{ var.value.get('ocean_results_dir', '/tmp/ocean-results') }}/{{ run_id | replace(':', '_') }}",
+        destination=(
+            "{{ var.value.get('ocean_results_dir', '/tmp/ocean-results') }}/{{ run_id | replace(':', '_') }}"
+        ),
         result_types=["output", "algorithmLog"],
     )
     # [END howto_ocean_compute_results]
