@@ -86,6 +86,7 @@ class OrderValidator:
         service: dict[str, Any],
         now: float,
         environment: str | None = None,
+        is_dataset: bool = False,
         enforce_fee_expiry: bool = True,
     ) -> ValidOrder:
         """Validate one input's order.
@@ -95,7 +96,10 @@ class OrderValidator:
         :param ddo: the input's DDO.
         :param service: the DDO service the order is for.
         :param now: the Provider's current time (unix seconds).
-        :param environment: for datasets, the environment that must match the fee's providerData.
+        :param environment: for datasets, the environment that must match the fee's providerData (a
+            missing environment matches nothing).
+        :param is_dataset: a dataset input: the environment and the fee expiry are checked (not for
+            algorithms).
         :param enforce_fee_expiry: fail when the fee's validity (plus grace) has run out.
         :raises OrderInvalidError: any failed check.
         """
@@ -120,7 +124,7 @@ class OrderValidator:
             raise OrderInvalidError("no ProviderFee event for this datatoken and service")
         fee = fees[-1]
         provider_data = _provider_data(fee)
-        if environment is not None and provider_data.get("environment") != environment:
+        if is_dataset and provider_data.get("environment") != environment:
             raise OrderInvalidError(
                 f"order is for environment {provider_data.get('environment')!r}, not {environment!r}"
             )
@@ -138,7 +142,7 @@ class OrderValidator:
             raise OrderInvalidError("provider fee not signed by this provider")
         block_ts = self._block_timestamp(receipt)
         fee_expired = False
-        if environment is not None and fee["validUntil"] > 0:
+        if is_dataset and fee["validUntil"] > 0:
             grace = block_ts - float(provider_data.get("timestamp", 0)) + FEE_GRACE_SECONDS
             fee_expired = now >= fee["validUntil"] + grace
             if fee_expired and enforce_fee_expiry:

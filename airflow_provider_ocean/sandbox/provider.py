@@ -588,6 +588,7 @@ class ProviderApp:
                 service=service,
                 now=self.now(),
                 environment=env_name,
+                is_dataset=env_name is not None,
                 enforce_fee_expiry=False,
             )
         except OrderInvalidError as exc:
@@ -652,6 +653,7 @@ class ProviderApp:
                     service=service,
                     now=now,
                     environment=env_id,
+                    is_dataset=True,
                 )
             except OrderInvalidError as exc:
                 log.info("start: input %s order invalid: %s", index, exc)
