@@ -22,6 +22,11 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Metadata cache serving /api/aquarius/assets/ddo/{did}; defaults to the Provider URL.",
         "schema": {"type": ["string", "null"], "format": "uri"},
     },
+    "scheme": {
+        "label": "Scheme",
+        "description": "http or https, used when Provider URL has no scheme (default https).",
+        "schema": {"type": ["string", "null"], "enum": ["https", "http", None]},
+    },
     "backend": {
         "label": "Backend",
         "description": "auto (detect from GET /), provider_v4 or ocean_node.",
@@ -73,6 +78,7 @@ def get_provider_info() -> dict[str, Any]:
                         "chain_id": "8996",
                         "aquarius_url": "https://v4.aquarius.oceanprotocol.com",
                         "backend": "auto",
+                        "scheme": "https",
                         "timeout": "30",
                     },
                 },
