@@ -146,6 +146,8 @@ class ProviderApp:
         self.orders = orders
         self.engine = engine
         self.clock_offset = 0.0
+        self.tokens: Any = None  # AuthTokens, set by the server
+        self.request_context = threading.local()  # per-request facts from HTTP headers (AuthToken)
         self._decimals: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -278,11 +280,33 @@ class ProviderApp:
             "validUntil": valid_until,
         }
 
-    def check_signature(self, data: dict[str, Any], owner: str, did: str, job_id: str) -> Response | None:
-        """The ``signature`` rule: nonce not below the stored one, then the signer equals ``owner``."""
+    def check_signature(
+        self,
+        data: dict[str, Any],
+        owner: str,
+        did: str,
+        job_id: str,
+        *,
+        allow_token: bool = True,
+        message: str | None = None,
+    ) -> Response | None:
+        """The ``signature`` rule: nonce not below the stored one, then the signer equals ``owner``.
+
+        Without a signature, an ``AuthToken`` header passes when the token is valid, belongs to ``owner``,
+        is not revoked and the nonce is not below the stored one; a present signature always wins.
+        """
         signature = data.get("signature")
         nonce = data.get("nonce")
         if not signature:
+            token = getattr(self.request_context, "auth_token", None)
+            if allow_token and token and self.tokens is not None:
+                token_owner, _reason = self.tokens.check(token)
+                if (
+                    token_owner is not None
+                    and token_owner == owner
+                    and not self.nonces.is_stale(owner, nonce)[0]
+                ):
+                    return None
             return validation_error(
                 {"signature": ["Invalid signature provided. Please check the nonce or documentId."]}
             )
@@ -291,7 +315,8 @@ class ProviderApp:
             return validation_error(
                 {"signature": f"Invalid signature expected nonce ({stored}) > current nonce ({nonce})."}
             )
-        message = f"{owner}{job_id}{did}"
+        if message is None:
+            message = f"{owner}{job_id}{did}"
         try:
             recovered = recover_request_signer(message + str(nonce), str(signature))
         except Exception:

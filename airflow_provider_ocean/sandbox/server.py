@@ -92,6 +92,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 body = self._json_body(raw)
             # get_request_data: the query args when the query string is non-empty, else the JSON body
             data = query if parts.query else body
+            app.request_context.auth_token = self.headers.get("AuthToken")
             response = self._route(app, method, path, data, body, raw)
         except _BadJson:
             response = Response(400, {"error": BAD_JSON, "context": None})
@@ -120,6 +121,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             if method == "POST":
                 app.clock_offset = float(body.get("offset", 0))
             return Response(200, {"offset": app.clock_offset, "now": app.now()})
+        access = self.server.access  # type: ignore[attr-defined]
         routes = {
             ("GET", "/api/services/nonce"): lambda: app.nonce(data),
             ("GET", "/api/services/computeEnvironments"): app.compute_environments,
@@ -131,6 +133,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
             ("GET", "/api/services/computeResult"): lambda: app.compute_result(data),
             ("POST", "/api/services/encrypt"): lambda: _encrypt(app, raw),
             ("POST", "/api/services/validateContainer"): lambda: _validate_container(body),
+            ("GET", "/api/services/createAuthToken"): lambda: access.create_auth_token(data),
+            ("DELETE", "/api/services/deleteAuthToken"): lambda: access.delete_auth_token(data),
+            ("POST", "/api/services/fileinfo"): lambda: access.fileinfo(body),
+            ("GET", "/api/services/initialize"): lambda: access.initialize(data),
+            ("GET", "/api/services/download"): lambda: access.download(data),
+            ("POST", "/api/services/decrypt"): lambda: access.decrypt(data),
         }
         handler = routes.get((method, path))
         if handler is not None:
@@ -198,8 +206,13 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, port: int, app: ProviderApp) -> None:
+        from airflow_provider_ocean.sandbox.access import AccessRoutes, AuthTokens
+
         super().__init__(("127.0.0.1", port), SandboxHandler)
         self.app = app
+        state_dir = app.config.ddo_dir.parent
+        app.tokens = AuthTokens(state_dir / "provider.db", state_dir / "auth-token.secret")
+        self.access = AccessRoutes(app, app.tokens)
 
 
 def build_app(state_dir: Path):

@@ -183,23 +183,10 @@ def test_root_describes_the_provider(lab: oc.Lab, sandbox: dict[str, Any]) -> No
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
-UNROUTED = (
-    "sandbox deviation: the endpoint is advertised in GET / serviceEndpoints (and exists in Provider "
-    "v2.1.6, provider-v4-api.md §2 endpoint table / §2.9) but the sandbox has no route for it: "
-    "{method} {path} answers the unknown-route 404 {{'context': None, 'error': '404 Not Found: ...'}}"
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason=UNROUTED.format(method=method, path=path))
-            if name
-            in {"create_auth_token", "delete_auth_token", "decrypt", "download", "fileinfo", "initialize"}
-            else (),
-        )
+        name
         for name, (method, path) in sorted(
             {
                 "computeDelete": ("DELETE", "/api/services/compute"),
