@@ -10,32 +10,36 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "rpc_url": {
         "label": "RPC URL",
         "description": "JSON-RPC endpoint of the chain the assets live on (used to pay for orders).",
-        "schema": {"type": ["string", "null"], "format": "uri"},
+        "schema": {"type": ["string", "null"], "format": "uri", "examples": ["http://127.0.0.1:8545"]},
     },
     "chain_id": {
         "label": "Chain ID",
         "description": "Decimal chain id (8996 for the local sandbox); checked against the RPC and Provider.",
-        "schema": {"type": ["integer", "null"]},
+        "schema": {"type": ["integer", "null"], "examples": [8996]},
     },
     "aquarius_url": {
         "label": "Aquarius URL",
         "description": "Metadata cache serving /api/aquarius/assets/ddo/{did}; defaults to the Provider URL.",
-        "schema": {"type": ["string", "null"], "format": "uri"},
+        "schema": {
+            "type": ["string", "null"],
+            "format": "uri",
+            "examples": ["https://v4.aquarius.oceanprotocol.com"],
+        },
     },
     "scheme": {
         "label": "Scheme",
         "description": "http or https, used when Provider URL has no scheme (default https).",
-        "schema": {"type": ["string", "null"], "enum": ["https", "http", None]},
+        "schema": {"type": ["string", "null"], "examples": ["https"]},
     },
     "backend": {
         "label": "Backend",
         "description": "auto (detect from GET /), provider_v4 or ocean_node.",
-        "schema": {"type": ["string", "null"], "enum": ["auto", "provider_v4", "ocean_node", None]},
+        "schema": {"type": ["string", "null"], "examples": ["auto"]},
     },
     "timeout": {
         "label": "Request timeout (s)",
         "description": "Read timeout for ordinary requests (start and initializeCompute use at least 180 s).",
-        "schema": {"type": ["number", "null"]},
+        "schema": {"type": ["number", "null"], "examples": [30]},
     },
     "verify_ssl": {
         "label": "Verify TLS",

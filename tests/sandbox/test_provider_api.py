@@ -61,6 +61,7 @@ STATUS_ORDER = [1, 20, 30, 40, 60, 70]
 RESULTS = [
     ("summary.csv", "output"),
     ("summary.json", "output"),
+    ("summary.png", "output"),
     ("algorithm.log", "algorithmLog"),
     ("configure.log", "configrationLog"),
     ("publish.log", "publishLog"),
