@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import re
 from typing import TYPE_CHECKING, Any
@@ -116,7 +117,8 @@ class OceanComputeResultsOperator(BaseOperator):
 
         destination = str(self.destination)
         if "://" not in destination:
-            destination = "file://" + (destination if destination.startswith("/") else f"/{destination}")
+            # a plain path: absolute, or relative to the worker's working directory
+            destination = "file://" + os.path.abspath(os.path.expanduser(destination))
         folder = ObjectStoragePath(destination, conn_id=self.storage_conn_id)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
