@@ -72,6 +72,10 @@ class OceanComputeResultsOperator(BaseOperator):
     :param storage_conn_id: Airflow connection for the destination store, if it needs one (templated).
     :param max_file_size: refuse a result larger than this many bytes (default 10 GiB).
     :param asset: an Airflow Asset (or URI) to declare as outlet; its event carries the manifest summary.
+    :param unpack_outputs: also unpack an Ocean Node ``outputs.tar`` into the destination (streamed, only
+        regular files, the leading ``outputs/`` removed, subfolders kept, unsafe paths and links skipped,
+        ``max_file_size`` capping the unpacked total); each file gets its own manifest entry with
+        ``"archive": "outputs.tar"``.
     :return: the manifest: ``[{"name", "type", "index", "size", "sha256", "uri"}]`` (XCom).
     """
 
@@ -89,6 +93,7 @@ class OceanComputeResultsOperator(BaseOperator):
         storage_conn_id: str | None = None,
         max_file_size: int | None = 10 * 1024**3,
         asset: Asset | str | None = None,
+        unpack_outputs: bool = False,
         **kwargs: Any,
     ) -> None:
         if asset is not None:
@@ -106,6 +111,7 @@ class OceanComputeResultsOperator(BaseOperator):
         self.storage_conn_id = storage_conn_id
         self.max_file_size = max_file_size
         self.asset = asset_obj
+        self.unpack_outputs = unpack_outputs
 
     def _hook(self) -> OceanComputeHook:
         from airflow_provider_ocean.hooks.ocean import OceanComputeHook
@@ -158,14 +164,20 @@ class OceanComputeResultsOperator(BaseOperator):
                     f"above max_file_size {self.max_file_size}"
                 )
             target = folder / name
+            partial = folder / f".{name}.part"
             try:
-                with target.open("wb") as handle:
+                with partial.open("wb") as handle:
                     written = hook.download_result(
                         self.job_id, result.index, _CappedWriter(handle, self.max_file_size)
                     )
+                partial.rename(target)
             except OceanResultTooLargeError as exc:
-                target.unlink(missing_ok=True)
+                partial.unlink(missing_ok=True)
                 raise OceanJobError(f"Result {result.filename}: {exc}") from exc
+            except BaseException:
+                # never leave a truncated file behind (a broken download, a kill)
+                partial.unlink(missing_ok=True)
+                raise
             entry = {
                 "name": name,
                 "type": result.type,
@@ -175,6 +187,8 @@ class OceanComputeResultsOperator(BaseOperator):
                 "uri": str(target),
             }
             manifest.append(entry)
+            if self.unpack_outputs and result.type == "output" and name.endswith(".tar"):
+                manifest.extend(self._unpack(target, folder, name, result.index))
             self.log.info(
                 "Wrote %s (%s, %s bytes, sha256 %s) to %s",
                 name,
@@ -190,3 +204,35 @@ class OceanComputeResultsOperator(BaseOperator):
             }
         self.log.info("Results written: %s file(s) to %s", len(manifest), folder)
         return manifest
+
+    def _unpack(self, archive: Any, folder: Any, name: str, index: int) -> list[dict[str, Any]]:
+        """Unpack a written ``outputs.tar`` next to it; returns its files' manifest entries."""
+        from airflow_provider_ocean.exceptions import OceanJobError
+        from airflow_provider_ocean.outputs_tar import UnsafeArchiveError, unpack_outputs
+
+        def open_target(relative: str) -> tuple[Any, str]:
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("wb"), str(path)
+
+        try:
+            with archive.open("rb") as source:
+                files = unpack_outputs(source, open_target, max_total=self.max_file_size)
+        except UnsafeArchiveError as exc:
+            raise OceanJobError(f"Result {name}: {exc}") from exc
+        for item in files:
+            self.log.info(
+                "Unpacked %s from %s (%s bytes, sha256 %s)", item.path, name, item.size, item.sha256
+            )
+        return [
+            {
+                "name": item.path,
+                "type": "output",
+                "index": index,
+                "size": item.size,
+                "sha256": item.sha256,
+                "uri": item.uri,
+                "archive": name,
+            }
+            for item in files
+        ]
