@@ -198,7 +198,7 @@ def _number(value: Any, default: float) -> int | float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        number = default
+        number = float(default)  # a default may be an int: int.is_integer() only exists from Python 3.12
     return int(number) if number.is_integer() else number
 
 
