@@ -76,10 +76,20 @@ class OceanConnectionError(OceanError):
 
     :param message: what failed.
     :param url: the URL that was called (no query string).
+    :param request_sent: ``False`` when the request surely never reached the server (connection refused,
+        connect timeout); ``None`` when it may have (read timeout, connection reset after sending).
     """
 
-    def __init__(self, message: str, *, url: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        hint: str | None = None,
+        request_sent: bool | None = None,
+    ) -> None:
         self.url = url
+        self.request_sent = request_sent
         super().__init__(message, hint=hint)
 
 
@@ -260,3 +270,57 @@ class OceanJobError(OceanError):
 
 class OceanJobNotFoundError(OceanJobError):
     """The Provider returned no job with this id for this owner."""
+
+
+class OceanStartOutcomeUnknownError(OceanJobError):
+    """A start request may have created a job, and the Provider could not be asked whether it did.
+
+    Never start again blindly: look for a job of the owner whose ``agreementId`` is one of
+    ``transfer_tx_ids`` created after ``started_at`` (:meth:`OceanComputeHook.find_started_job`);
+    the start operator does this itself on its next try.
+
+    :param message: what happened.
+    :param transfer_tx_ids: the order txs the start request carried (one becomes the agreementId).
+    :param started_at: when the start attempt began (epoch seconds, local clock).
+    :param known_job_ids: jobs with those agreement ids that existed before the attempt.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transfer_tx_ids: list[str],
+        started_at: float,
+        known_job_ids: list[str] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.transfer_tx_ids = list(transfer_tx_ids)
+        self.started_at = started_at
+        self.known_job_ids = list(known_job_ids or [])
+        super().__init__(message, hint=hint)
+
+
+class OceanOrderInUseError(OceanProviderError):
+    """The operator refused the start: a running job already uses the order that would be its agreementId.
+
+    The Provider keeps no record of used orders, but the operator-service allows one running job per
+    agreementId. Typical causes: an overlapping DAG run or another task reusing the same paid orders.
+    Remedy: pay a new order for the input in use (the start operator does this once by itself).
+
+    :param message: the Provider's message.
+    :param in_use_by: ids of the owner's running jobs whose agreementId is one of the request's orders.
+    :param transfer_tx_ids: the orders in use.
+    :param kwargs: passed to :class:`OceanProviderError`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        in_use_by: list[str] | None = None,
+        transfer_tx_ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.in_use_by = list(in_use_by or [])
+        self.transfer_tx_ids = list(transfer_tx_ids or [])
+        super().__init__(message, **kwargs)

@@ -15,7 +15,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "chain_id": {
         "label": "Chain ID",
         "description": "Decimal chain id (8996 for the local sandbox); checked against the RPC and Provider.",
-        "schema": {"type": ["integer", "null"], "examples": [8996]},
+        "schema": {"type": ["integer", "null"]},
     },
     "aquarius_url": {
         "label": "Aquarius URL",
@@ -39,7 +39,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "timeout": {
         "label": "Request timeout (s)",
         "description": "Read timeout for ordinary requests (start and initializeCompute use at least 180 s).",
-        "schema": {"type": ["number", "null"], "examples": [30]},
+        "schema": {"type": ["number", "null"]},
     },
     "verify_ssl": {
         "label": "Verify TLS",

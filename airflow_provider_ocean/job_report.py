@@ -65,7 +65,9 @@ def failure_details(hook: OceanComputeHook, job: JobStatus) -> str:
     from airflow_provider_ocean.models import FAILED_STATUSES
 
     lines = [describe(job)]
-    kinds = ("configrationLog", "algorithmLog") if job.status in FAILED_STATUSES else ("algorithmLog",)
+    # configrationLog (sic): Provider v4; configurationLog: Ocean Node
+    provisioning = ("configrationLog", "configurationLog", "algorithmLog")
+    kinds = provisioning if job.status in FAILED_STATUSES else ("algorithmLog",)
     for kind in kinds:
         tail = log_tail(hook, job, kind)
         if tail:

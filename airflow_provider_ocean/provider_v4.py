@@ -9,12 +9,15 @@ second time only when the Provider refused the nonce itself, which happens befor
 from __future__ import annotations
 
 import hashlib
+import http.client
+import io
 import json
 import logging
 import os
 import re
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
@@ -45,12 +48,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+class _RedactSignatures(logging.Filter):
+    """Remove signatures from urllib3's DEBUG lines: ``GET computeResult`` carries one in its query string,
+    and urllib3 logs each request line in full."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is urllib3's problem, not ours
+            return True
+        cleaned = redact(message, limit=len(message) + 1)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactSignatures())
+
 USER_AGENT = f"airflow-provider-ocean/{__version__}"
 DEFAULT_TIMEOUT = 30.0
 #: initializeCompute and start wait up to 120 s on an unknown order tx before answering.
 MIN_LONG_TIMEOUT = 180.0
 CONNECT_TIMEOUT = 10.0
-CHUNK_SIZE = 1024 * 1024
+CHUNK_SIZE = 4 * 1024 * 1024
 _MAX_ERROR_BODY = 64 * 1024
 
 DEFAULT_ENDPOINTS: dict[str, tuple[str, str]] = {
@@ -123,6 +144,21 @@ def parse_error(status: int, text: str | bytes | None, *, operation: str | None 
     stripped = " ".join(_TAG_RE.sub(" ", text).split())
     message = stripped[:300] if stripped else "empty response body"
     return OceanProviderError(message, status=status, body=text, operation=operation)
+
+
+def _request_sent(exc: requests.RequestException) -> bool | None:
+    """``False`` when a transport error surely happened before the request reached the server (connect
+    timeout, connection refused, DNS); ``None`` when it may have been received (read timeout, reset)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
+        text = repr(exc)
+        if any(
+            m in text
+            for m in ("NewConnectionError", "Failed to establish a new connection", "NameResolution")
+        ):
+            return False
+    return None
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -230,11 +266,14 @@ class ProviderV4Client:
             raise OceanConnectionError(
                 f"{operation}: no answer from {url} within {read_timeout:.0f} s ({type(exc).__name__})",
                 url=url,
+                request_sent=_request_sent(exc),
             ) from None
         except requests.RequestException as exc:
             # str(exc) may contain the query string (signatures): only the type and a redacted reason.
             raise OceanConnectionError(
-                f"{operation}: cannot reach {url} ({type(exc).__name__}: {redact(exc, 300)})", url=url
+                f"{operation}: cannot reach {url} ({type(exc).__name__}: {redact(exc, 300)})",
+                url=url,
+                request_sent=_request_sent(exc),
             ) from None
         if response.status_code >= 400:
             try:
@@ -676,7 +715,8 @@ class ProviderV4Client:
                 payload["documentId"] = document_id
             return job_message(consumer, job_id, document_id, nonce), payload
 
-        response = self._signed(signer, endpoint, build, operation=f"{operation} {job_id}")
+        # A refused nonce is refused before anything runs: re-signing once is safe.
+        response = self._signed(signer, endpoint, build, operation=f"{operation} {job_id}", retry_nonce=True)
         try:
             body = response.json()
         except ValueError:
@@ -734,7 +774,9 @@ class ProviderV4Client:
             return result_message(consumer, job_id, int(index), nonce), payload
 
         started = time.monotonic()
-        response = self._signed(signer, endpoint, build, operation=operation, in_query=True, stream=True)
+        response = self._signed(
+            signer, endpoint, build, operation=operation, in_query=True, stream=True, retry_nonce=True
+        )
         filename = content_disposition_filename(response.headers.get("Content-Disposition"))
         content_type = response.headers.get("Content-Type")
         digest = hashlib.sha256()
@@ -784,6 +826,9 @@ class ProviderV4Client:
     def _copy(
         response: requests.Response, handle: IO[bytes], digest: Any, chunk_size: int, operation: str
     ) -> int:
+        body = _plain_body(response)
+        if body is not None:
+            return _copy_body(body, _declared_length(response), handle, digest, chunk_size, operation)
         written = 0
         try:
             for chunk in response.iter_content(chunk_size=chunk_size):
@@ -797,3 +842,91 @@ class ProviderV4Client:
                 f"{operation}: the stream broke after {written} bytes ({type(exc).__name__})"
             ) from None
         return written
+
+
+# -- streaming result bodies -------------------------------------------------------------------------
+def _plain_body(response: requests.Response) -> http.client.HTTPResponse | None:
+    """The ``http.client`` response under ``requests``/``urllib3``, when the body can be read from it
+    directly: no content coding to undo and nothing consumed yet. ``None`` otherwise (then the body is
+    read through ``iter_content``)."""
+    coding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+    if coding not in ("", "identity"):
+        return None
+    raw = getattr(response, "raw", None)
+    body = getattr(raw, "_fp", None)
+    if not isinstance(body, http.client.HTTPResponse):
+        return None
+    try:
+        if raw.tell() != 0:  # type: ignore[union-attr]
+            return None
+    except (AttributeError, OSError, ValueError):
+        return None
+    return body
+
+
+def _declared_length(response: requests.Response) -> int | None:
+    if "chunked" in (response.headers.get("Transfer-Encoding") or "").lower():
+        return None
+    try:
+        length = int(response.headers.get("Content-Length") or "")
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _copy_body(
+    body: http.client.HTTPResponse,
+    expected: int | None,
+    handle: IO[bytes],
+    digest: Any,
+    chunk_size: int,
+    operation: str,
+) -> int:
+    """Stream ``body`` to ``handle`` at socket speed in constant memory.
+
+    Two buffers are filled in turn with ``readinto`` (no bytes object per chunk); each is written, and
+    hashed in a helper thread while the next one is received and written (SHA-256 runs at about the
+    speed of a local socket, so hashing inline would halve the throughput; ``hashlib``, ``readinto`` and
+    ``write`` all release the GIL). File objects other than plain files and ``BytesIO`` get a copy of
+    each chunk, since they might keep a reference to what they are given.
+    """
+    size = max(int(chunk_size), 64 * 1024)
+    buffers = (bytearray(size), bytearray(size))
+    reuse_ok = isinstance(handle, io.BufferedWriter | io.BufferedRandom | io.FileIO | io.BytesIO)
+    written = 0
+    turn = 0
+    hasher: ThreadPoolExecutor | None = None
+    pending: Future[None] | None = None
+    try:
+        while True:
+            view = memoryview(buffers[turn])
+            turn ^= 1
+            try:
+                count = body.readinto(view)
+            except (OSError, http.client.HTTPException) as exc:
+                raise OceanConnectionError(
+                    f"{operation}: the stream broke after {written} bytes ({type(exc).__name__})"
+                ) from None
+            if not count:
+                break
+            chunk = view[:count]
+            if pending is not None:
+                pending.result()  # the other buffer is hashed: it can be refilled after this one
+            if written == 0:
+                digest.update(chunk)  # small files need no thread
+            else:
+                if hasher is None:
+                    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocean-sha256")
+                pending = hasher.submit(digest.update, chunk)
+            handle.write(chunk if reuse_ok else bytes(chunk))
+            written += count
+        if pending is not None:
+            pending.result()
+    finally:
+        if hasher is not None:
+            hasher.shutdown(wait=True)
+    if expected is not None and written != expected:
+        raise OceanConnectionError(
+            f"{operation}: the stream broke after {written} of {expected} bytes (connection closed)"
+        )
+    return written

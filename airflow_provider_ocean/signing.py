@@ -3,7 +3,9 @@
 Provider v4 verifies an EIP-191 ``personal_sign`` over the **32-byte keccak** of the UTF-8 message
 (not over the text itself). Nonces are per exact address string, must never go down and must never
 repeat; :class:`NonceAllocator` hands out ``max(stored + 1, now_ms, last_sent + 1)`` under a lock per
-(Provider URL, address).
+(Provider URL, address). The process-wide allocator :data:`NONCES` also takes an inter-process lock
+(``fcntl.flock`` on a per-(Provider, address) lock file that records the last nonce handed out), so
+that every task process of a worker host agrees on the order of a wallet's nonces.
 
 ``eth_account`` is imported lazily so that importing this module (e.g. while parsing DAGs) stays cheap.
 """
@@ -18,9 +20,11 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ocean.exceptions import OceanConfigError, OceanValidationError, register_secret
+from airflow_provider_ocean.locks import default_lock_dir, file_lock, lock_name, read_counter, write_counter
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from typing import IO
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
     from airflow_provider_ocean.chain.tx import TransactionSender
@@ -140,17 +144,26 @@ def parse_stored_nonce(value: Any) -> int:
 class NonceAllocator:
     """Hands out strictly increasing Provider nonces per (Provider URL, address).
 
-    Use :meth:`reserve` as a context manager around the whole signed request, so that two threads of
-    the same process never send their nonces out of order.
+    Use :meth:`reserve` as a context manager around the whole signed request, so that nonces reach the
+    Provider in the order they were handed out (the Provider refuses a nonce below the stored one).
+    Threads of one process are serialised by a lock per wallet; with ``lock_dir`` processes are too: the
+    wallet's lock file is ``flock``-ed for the same span and records the last nonce handed out, so
+    ``n = max(stored + 1, now_ms, last_in_file + 1, last_in_process + 1)`` is read and written under the
+    lock. Workers on other hosts are covered by the Provider's "expected nonce" refusal, which happens
+    before anything runs and is answered with one re-signed retry (see ``ProviderV4Client._signed``).
 
     :param clock: returns the current time in milliseconds (for tests).
+    :param lock_dir: directory of the inter-process lock files; ``None`` = this process only.
     """
 
-    def __init__(self, clock: Callable[[], int] | None = None) -> None:
+    def __init__(self, clock: Callable[[], int] | None = None, *, lock_dir: str | None = None) -> None:
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self.lock_dir = lock_dir
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._last: dict[tuple[str, str], int] = {}
+        # key -> (locked file or None, depth) while this process holds the wallet's lock
+        self._held: dict[tuple[str, str], tuple[IO[str] | None, int]] = {}
 
     def _lock_for(self, key: tuple[str, str]) -> threading.RLock:
         with self._guard:
@@ -160,6 +173,32 @@ class NonceAllocator:
     def _key(provider_url: str, address: str) -> tuple[str, str]:
         return (provider_url.rstrip("/"), address)
 
+    @contextmanager
+    def _wallet_lock(self, key: tuple[str, str]) -> Iterator[IO[str] | None]:
+        """The thread lock, then (once per holder, re-entrant) the inter-process file lock."""
+        with self._lock_for(key):
+            held = self._held.get(key)
+            if held is not None:
+                self._held[key] = (held[0], held[1] + 1)
+                try:
+                    yield held[0]
+                finally:
+                    self._held[key] = (held[0], held[1])
+                return
+            if self.lock_dir is None:
+                self._held[key] = (None, 1)
+                try:
+                    yield None
+                finally:
+                    del self._held[key]
+                return
+            with file_lock(self.lock_dir, lock_name("provider-nonce", *key)) as handle:
+                self._held[key] = (handle, 1)
+                try:
+                    yield handle
+                finally:
+                    del self._held[key]
+
     def next_nonce(self, provider_url: str, address: str, stored: Any) -> str:
         """Return the next nonce as a digit string, given the Provider's stored value.
 
@@ -168,25 +207,31 @@ class NonceAllocator:
         :param stored: the value of ``GET /api/services/nonce`` (text or number).
         """
         key = self._key(provider_url, address)
-        with self._lock_for(key):
-            nonce = max(parse_stored_nonce(stored) + 1, self._clock(), self._last.get(key, 0) + 1)
+        with self._wallet_lock(key) as handle:
+            nonce = max(
+                parse_stored_nonce(stored) + 1,
+                self._clock(),
+                self._last.get(key, 0) + 1,
+                read_counter(handle) + 1,
+            )
+            write_counter(handle, nonce)
             self._last[key] = nonce
             return str(nonce)
 
     @contextmanager
     def reserve(self, provider_url: str, address: str, fetch_stored: Callable[[], Any]) -> Iterator[str]:
-        """Hold the per-wallet lock, fetch the stored nonce and yield the next one.
+        """Hold the per-wallet locks, fetch the stored nonce and yield the next one.
 
         :param provider_url: the Provider base URL.
         :param address: the exact address string the nonce is for.
         :param fetch_stored: returns the Provider's stored nonce (``GET /api/services/nonce``).
         """
         key = self._key(provider_url, address)
-        with self._lock_for(key):
+        with self._wallet_lock(key):
             yield self.next_nonce(provider_url, address, fetch_stored())
 
     def last_sent(self, provider_url: str, address: str) -> int | None:
-        """Return the last nonce handed out for this (Provider, address), if any.
+        """Return the last nonce this process handed out for this (Provider, address), if any.
 
         :param provider_url: the Provider base URL.
         :param address: the exact address string.
@@ -194,6 +239,6 @@ class NonceAllocator:
         return self._last.get(self._key(provider_url, address))
 
 
-#: Process-wide allocator shared by every hook and client, so that all tasks running in one worker
-#: process agree on the nonces of a wallet.
-NONCES = NonceAllocator()
+#: Process-wide allocator shared by every hook and client; its lock files make all task processes of a
+#: worker host agree on the nonces of a wallet.
+NONCES = NonceAllocator(lock_dir=default_lock_dir())

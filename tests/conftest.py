@@ -77,3 +77,7 @@ def ocean_conn(sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> str:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"ocean sandbox cache: {os.environ.get('OCEAN_SANDBOX_CACHE', '~/.cache/airflow_provider_ocean')}"
+
+
+# The Ocean Node personality of the sandbox (a second sandbox, started on first use).
+from tests.node_fixtures import node_sandbox  # noqa: E402, F401

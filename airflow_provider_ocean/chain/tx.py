@@ -1,28 +1,62 @@
-"""Building, signing and sending transactions, and checking their receipts."""
+"""Building, signing and sending transactions, and checking their receipts.
+
+Nonces of one account are reserved and used under a lock shared by every sender of that account in the
+process and, through an ``flock``-ed file (:mod:`airflow_provider_ocean.locks`), by every process of the
+host: read the pending count, sign, broadcast, release. A nonce the node says is taken is refetched (and
+at least bumped past the one tried). A transaction that is not mined in time is rebroadcast as the very
+same signed bytes, so it can only ever be mined once; a second nonce is never spent on the same intent.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
 from airflow_provider_ocean.chain.abi import decode_output, encode_call
-from airflow_provider_ocean.chain.errors import ChainError, RpcError, TransactionRevertedError
+from airflow_provider_ocean.chain.errors import (
+    ChainError,
+    ReceiptTimeoutError,
+    RpcError,
+    RpcUnavailableError,
+    TransactionRevertedError,
+)
 from airflow_provider_ocean.chain.rpc import from_hex
+from airflow_provider_ocean.locks import default_lock_dir, file_lock, lock_name
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from eth_account.signers.local import LocalAccount
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
 
 log = logging.getLogger(__name__)
 
-_NONCE_ERRORS = ("nonce too low", "replacement transaction underpriced", "replacement fee too low")
+# geth/erigon/besu phrasing, and ganache's (barge) "the tx doesn't have the correct nonce"
+_NONCE_ERRORS = (
+    "nonce too low",
+    "replacement transaction underpriced",
+    "replacement fee too low",
+    "doesn't have the correct nonce",
+)
 _KNOWN_ERRORS = ("already known", "known transaction", "already imported")
+#: Marker for "use the default lock directory" (``None`` means no inter-process lock).
+DEFAULT_LOCK_DIR = "default"
+# One lock per (chain id, address) shared by every TransactionSender of this process.
+_ACCOUNT_LOCKS: dict[tuple[int, str], threading.Lock] = {}
+_ACCOUNT_LOCKS_GUARD = threading.Lock()
+
+
+def _account_lock(chain_id: int, address: str) -> threading.Lock:
+    with _ACCOUNT_LOCKS_GUARD:
+        return _ACCOUNT_LOCKS.setdefault((chain_id, address.lower()), threading.Lock())
 
 
 @dataclass(frozen=True)
@@ -32,11 +66,14 @@ class SentTransaction:
     :param tx_hash: 0x-prefixed transaction hash.
     :param tx: the unsigned transaction fields (no secrets), kept to replay a revert.
     :param what: a short description used in messages (``"startOrder on 0x…"``).
+    :param raw: the signed transaction bytes, kept to rebroadcast the same transaction (public once
+        broadcast; left out of ``repr``).
     """
 
     tx_hash: str
     tx: dict[str, Any]
     what: str
+    raw: bytes = field(default=b"", repr=False)
 
 
 def call_function(
@@ -62,6 +99,10 @@ class TransactionSender:
     :param private_key: hex private key of the sender.
     :param gas_multiplier: safety factor applied to ``eth_estimateGas``.
     :param receipt_timeout: seconds to wait for a receipt.
+    :param rebroadcast_interval: seconds without a receipt after which the same signed transaction is
+        broadcast again (default: a quarter of ``receipt_timeout``, at most 30 s).
+    :param lock_dir: directory of the inter-process nonce lock files; ``None`` = this process only;
+        default ``$OCEAN_NONCE_LOCK_DIR`` or a per-user temp folder.
     """
 
     def __init__(
@@ -71,13 +112,18 @@ class TransactionSender:
         *,
         gas_multiplier: float = 1.3,
         receipt_timeout: float = 120.0,
+        rebroadcast_interval: float | None = None,
+        lock_dir: str | None = DEFAULT_LOCK_DIR,
     ) -> None:
         self.rpc = rpc
         self._account: LocalAccount = Account.from_key(private_key)
         self.address: str = self._account.address
         self.gas_multiplier = gas_multiplier
         self.receipt_timeout = receipt_timeout
-        self._lock = threading.Lock()
+        self.rebroadcast_interval = (
+            rebroadcast_interval if rebroadcast_interval is not None else min(30.0, receipt_timeout / 4)
+        )
+        self.lock_dir = default_lock_dir() if lock_dir == DEFAULT_LOCK_DIR else lock_dir
         self._next_nonce: int | None = None
         self._chain_id: int | None = None
 
@@ -123,6 +169,17 @@ class TransactionSender:
         tx["gas"] = gas
         return tx
 
+    @contextmanager
+    def nonce_lock(self) -> Iterator[None]:
+        """Hold the account's nonce lock: every sender of this account in this process, and (with a lock
+        directory) every process of this host, waits while one reserves a nonce and broadcasts."""
+        with _account_lock(self.chain_id, self.address):
+            if self.lock_dir is None:
+                yield
+                return
+            with file_lock(self.lock_dir, lock_name("chain-nonce", str(self.chain_id), self.address.lower())):
+                yield
+
     def _reserve_nonce(self) -> int:
         pending = self.rpc.get_transaction_count(self.address, "pending")
         nonce = pending if self._next_nonce is None else max(pending, self._next_nonce)
@@ -141,40 +198,98 @@ class TransactionSender:
     ) -> SentTransaction:
         """Sign and broadcast a transaction, without waiting for it to be mined.
 
-        A stale nonce (another sender used it) is refetched and the transaction re-signed, up to three
-        times; a transaction the node already knows is not sent twice.
+        The nonce is reserved and the transaction broadcast under :meth:`nonce_lock`. A nonce the node
+        reports as taken (another host using the same key, a lagging pending count) is refetched and at
+        least bumped past the one tried, up to three times; a transaction the node already knows is not
+        sent twice. When the broadcast's answer is lost (transport error), the transaction is treated as
+        sent - never re-signed with another nonce - and :meth:`wait` looks for it or rebroadcasts it.
         """
         tx = self.build(to, data, value=value, gas=gas, fees=fees)
-        with self._lock:
+        with self.nonce_lock():
+            tx["nonce"] = self._reserve_nonce()
             for attempt in range(4):
-                tx["nonce"] = self._reserve_nonce()
                 signable = {k: v for k, v in tx.items() if k != "from"}
                 signed = self._account.sign_transaction(signable)
-                tx_hash = "0x" + keccak(signed.raw_transaction).hex()
+                raw = bytes(signed.raw_transaction)
+                tx_hash = "0x" + keccak(raw).hex()
                 try:
-                    self.rpc.send_raw_transaction(signed.raw_transaction)
+                    self.rpc.send_raw_transaction(raw)
+                except RpcUnavailableError as exc:
+                    # The node may have received it (answer lost). These signed bytes can be mined
+                    # once only, so keep them as sent: wait() finds them by hash or rebroadcasts them.
+                    log.warning(
+                        "No answer to the broadcast of %s %s (nonce %s): %s; treating it as sent",
+                        what,
+                        tx_hash,
+                        tx["nonce"],
+                        exc,
+                    )
+                    break
                 except RpcError as exc:
                     message = exc.rpc_message.lower()
                     if any(m in message for m in _KNOWN_ERRORS):
                         break
                     if attempt < 3 and any(m in message for m in _NONCE_ERRORS):
-                        log.info("Nonce %s was taken, refetching (%s)", tx["nonce"], exc.rpc_message)
-                        self._next_nonce = None
+                        tried = tx["nonce"]
+                        pending = self.rpc.get_transaction_count(self.address, "pending")
+                        tx["nonce"] = max(pending, tried + 1)
+                        log.info("Nonce %s was taken (%s); using %s", tried, exc.rpc_message, tx["nonce"])
                         continue
                     self._next_nonce = None
                     raise
                 break
+            self._next_nonce = tx["nonce"] + 1
         log.debug("Sent %s as %s (nonce %s)", what, tx_hash, tx["nonce"])
-        return SentTransaction(tx_hash=tx_hash, tx=tx, what=what)
+        return SentTransaction(tx_hash=tx_hash, tx=tx, what=what, raw=raw)
+
+    def rebroadcast(self, sent: SentTransaction) -> None:
+        """Broadcast the same signed transaction again (same nonce, same hash: it can be mined once only).
+
+        Answers meaning "the node has it" or "its nonce is used" are expected and ignored; the receipt
+        decides.
+        """
+        if not sent.raw:
+            return
+        try:
+            self.rpc.send_raw_transaction(sent.raw)
+            log.info("Rebroadcast %s %s (nonce %s)", sent.what, sent.tx_hash, sent.tx.get("nonce"))
+        except RpcError as exc:
+            log.info("Rebroadcast of %s %s: %s", sent.what, sent.tx_hash, exc.rpc_message)
+        except ChainError as exc:
+            log.warning("Rebroadcast of %s %s failed: %s", sent.what, sent.tx_hash, exc)
 
     def wait(self, sent: SentTransaction) -> dict[str, Any]:
         """Wait for a sent transaction's receipt and check its status.
 
+        Every :attr:`rebroadcast_interval` seconds without a receipt the same signed transaction is
+        broadcast again (a node may have dropped it); after :attr:`receipt_timeout` seconds
+        :class:`ReceiptTimeoutError` is raised (the transaction may still be mined later, never twice).
+
         :raises TransactionRevertedError: the transaction reverted (with the reason when available).
         """
-        receipt = self.rpc.wait_for_receipt(sent.tx_hash, timeout=self.receipt_timeout)
-        check_receipt(self.rpc, receipt, sent)
-        return receipt
+        started = time.monotonic()
+        deadline = started + self.receipt_timeout
+        next_rebroadcast = started + self.rebroadcast_interval
+        delay = 0.1
+        while True:
+            try:
+                receipt = self.rpc.get_transaction_receipt(sent.tx_hash)
+            except RpcUnavailableError as exc:  # a flaky node: keep asking until the deadline
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("Receipt of %s %s not readable yet: %s", sent.what, sent.tx_hash, exc)
+                receipt = None
+            if receipt is not None:
+                check_receipt(self.rpc, receipt, sent)
+                return receipt
+            now = time.monotonic()
+            if now >= deadline:
+                raise ReceiptTimeoutError(sent.tx_hash, self.receipt_timeout)
+            if sent.raw and now >= next_rebroadcast:
+                self.rebroadcast(sent)
+                next_rebroadcast = now + self.rebroadcast_interval
+            time.sleep(min(delay, max(deadline - now, 0.0)))
+            delay = min(delay * 1.5, 2.0)
 
     def transact(self, to: str | None, data: bytes, **kwargs: Any) -> dict[str, Any]:
         """Send a transaction and wait for its successful receipt."""

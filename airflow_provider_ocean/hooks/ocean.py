@@ -24,8 +24,12 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_ocean.exceptions import (
     OceanConfigError,
+    OceanConnectionError,
     OceanError,
     OceanJobNotFoundError,
+    OceanOrderInUseError,
+    OceanProviderError,
+    OceanStartOutcomeUnknownError,
     OceanValidationError,
     redact,
 )
@@ -39,18 +43,58 @@ from airflow_provider_ocean.models import (
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable, Iterable
 
     from airflow.sdk import Connection
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
     from airflow_provider_ocean.chain.tx import TransactionSender
+    from airflow_provider_ocean.hooks.node_backend import OceanNodeBackend
     from airflow_provider_ocean.models import DownloadedResult, ResultFile
     from airflow_provider_ocean.provider_v4 import ProviderV4Client
     from airflow_provider_ocean.signing import Signer
 
 CONN_FIELDS = ("rpc_url", "chain_id", "aquarius_url", "backend", "timeout", "verify_ssl")
-SUPPORTED_BACKENDS = (None, "", "auto", "provider_v4")
+SUPPORTED_BACKENDS = (None, "", "auto", "provider_v4", "ocean_node")
 DEFAULT_TIMEOUT = 30.0
+#: Looks for the job of a start whose outcome is unknown (a timed-out request may still be processed).
+START_LOOKUP_ATTEMPTS = 4
+#: Seconds between those looks.
+START_LOOKUP_DELAY = 2.0
+#: Tolerated difference between the Provider's clock (``dateCreated``) and ours.
+START_CLOCK_SKEW = 300.0
+#: How many blocks back :meth:`OceanComputeHook.recent_orders` looks for orders paid by this wallet.
+ORDER_LOOKBACK_BLOCKS = 5000
+_IN_USE = "already in use for other job"
+
+
+def _outcome_unknown(exc: OceanError) -> bool:
+    """Whether a failed start may nevertheless have created a job.
+
+    Transport errors after the request may have been sent, 5xx (the duplicate-nonce 503 comes *after*
+    the operator created the job; gateways answer 502/504 while the Provider keeps working) and a 2xx
+    whose body could not be read. A 4xx is a refusal: nothing was started.
+    """
+    if isinstance(exc, OceanConnectionError):
+        return exc.request_sent is not False
+    if isinstance(exc, OceanProviderError):
+        return exc.status is None or exc.status >= 500 or exc.status < 400
+    return False
+
+
+def _epoch(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        if value and value not in out:
+            out.append(value)
+    return out
 
 
 def _extra(extras: dict[str, Any], name: str) -> Any:
@@ -124,7 +168,8 @@ class OceanConnectionSettings:
         backend = str(_extra(extras, "backend") or "auto").lower()
         if backend not in SUPPORTED_BACKENDS:
             raise OceanConfigError(
-                f"backend {backend!r} is not supported by OceanComputeHook (supported: auto, provider_v4)"
+                f"backend {backend!r} is not supported by OceanComputeHook "
+                "(supported: auto, provider_v4, ocean_node)"
             )
         raw_timeout = timeout if timeout is not None else _extra(extras, "timeout")
         try:
@@ -348,6 +393,28 @@ class OceanComputeHook(BaseHook):
         """Transaction sender of the consumer wallet."""
         return self.signer.transaction_sender(self.rpc)
 
+    # -- backend dispatch (Ocean Node) ---------------------------------------------------------------
+    @cached_property
+    def backend(self) -> str:
+        """``provider_v4`` or ``ocean_node``: the connection's ``backend`` extra, or (``auto``) ``GET /``."""
+        if self.settings.backend in ("provider_v4", "ocean_node"):
+            return self.settings.backend
+        from airflow_provider_ocean.ocean_node import detect_backend
+
+        return detect_backend(self.provider.root()) or "provider_v4"
+
+    @property
+    def is_ocean_node(self) -> bool:
+        """Whether the connection points at an Ocean Node (then the job methods delegate to :attr:`node`)."""
+        return self.backend == "ocean_node"
+
+    @cached_property
+    def node(self) -> OceanNodeBackend:
+        """The Ocean Node implementation of the job methods."""
+        from airflow_provider_ocean.hooks.node_backend import OceanNodeBackend
+
+        return OceanNodeBackend(self)
+
     # -- discovery -----------------------------------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
         """Check the Provider, the chain and the key without spending anything.
@@ -355,6 +422,8 @@ class OceanComputeHook(BaseHook):
         :return: ``(ok, message)``.
         """
         try:
+            if self.is_ocean_node:
+                return self.node.test_connection()
             root = self.provider.root(refresh=True)
             software = root.get("software")
             if software != "Provider":
@@ -386,6 +455,8 @@ class OceanComputeHook(BaseHook):
 
     def get_environments(self) -> list[ComputeEnvironment]:
         """The compute environments the Provider offers on the connection's chain."""
+        if self.is_ocean_node:
+            return self.node.get_environments()
         return self.provider.environments(self.chain_id)
 
     def resolve_environment(self, environment: str | ComputeEnvironment | None = None) -> ComputeEnvironment:
@@ -395,6 +466,8 @@ class OceanComputeHook(BaseHook):
         """
         if isinstance(environment, ComputeEnvironment):
             return environment
+        if self.is_ocean_node:
+            return self.node.resolve_environment(environment)
         if environment is None:
             return self.provider.choose_free_environment(self.chain_id)
         return self.provider.get_environment(self.chain_id, environment)
@@ -477,6 +550,7 @@ class OceanComputeHook(BaseHook):
         *,
         acquire_datatokens: str | None = None,
         max_datatoken_price: int | None = None,
+        **node_options: Any,
     ) -> dict[str, Any]:
         """Validate, quote (``initializeCompute``) and pay for every input of a job.
 
@@ -496,10 +570,28 @@ class OceanComputeHook(BaseHook):
         :param acquire_datatokens: obtain missing datatokens: ``None`` (default, off), ``"dispenser"``,
             ``"fixed_rate"`` or ``"any"``.
         :param max_datatoken_price: highest base-token amount (base units) per datatoken bought.
+        :param node_options: Ocean Node only: ``resources``, ``max_job_duration``,
+            ``queue_max_wait_time``, ``free`` (see :mod:`airflow_provider_ocean.hooks.node_backend`).
         :return: JSON-safe ``{"environment", "consumer_address", "chain_id", "valid_until",
             "datasets": [PaidOrder dict, ...], "algorithm": PaidOrder dict | None}``.
         """
         from airflow_provider_ocean.payment import OrderPayer, make_requests
+
+        if self.is_ocean_node:
+            return self.node.pay_for_compute(
+                datasets,
+                algorithm,
+                environment,
+                max_fee,
+                transfer_tx_ids,
+                acquire_datatokens=acquire_datatokens,
+                max_datatoken_price=max_datatoken_price,
+                **node_options,
+            )
+        if any(value is not None for value in node_options.values()):
+            raise OceanValidationError(
+                f"{', '.join(sorted(node_options))} only apply to Ocean Node connections"
+            )
 
         inputs = [ComputeInput.coerce(d) for d in datasets]
         algo = ComputeAlgorithm.coerce(algorithm)
@@ -512,13 +604,30 @@ class OceanComputeHook(BaseHook):
         ]
         passed_algorithm = passed_algorithm or algo.transfer_tx_id
         prepared = self._prepare(inputs, algo)
-        if valid_until is None and isinstance(transfer_tx_ids, dict):
-            # Reusing an earlier payment: ask for no more than it covers, so a still-valid fee needs no tx.
+        if isinstance(transfer_tx_ids, dict):
+            # Reusing an earlier payment: ask for no more than it covers while that still fits a whole job,
+            # so a still-valid fee needs no transaction (asking for more would make the Provider want a
+            # reuseOrder with a new fee).
             previous = transfer_tx_ids.get("valid_until")
-            if isinstance(previous, int | float) and previous > time.time() + 10:
-                valid_until = int(previous)
+            if isinstance(previous, int | float) and not isinstance(previous, bool):
+                now = time.time()
+                if (valid_until is None and previous > now + 10) or (
+                    valid_until is not None and previous >= now + max(env.max_job_duration, 60)
+                ):
+                    valid_until = int(previous)
         until = self._valid_until(valid_until, env)
-        if self.sender.chain_id != self.chain_id:
+        try:
+            rpc_chain_id = self.sender.chain_id
+        except OceanError:
+            raise
+        except Exception as exc:
+            from airflow_provider_ocean.exceptions import OceanConnectionError
+
+            raise OceanConnectionError(
+                f"The RPC node at {self.settings.rpc_url} cannot be reached: {redact(str(exc))}",
+                url=self.settings.rpc_url,
+            ) from exc
+        if rpc_chain_id != self.chain_id:
             raise OceanConfigError(
                 f"The RPC node at {self.settings.rpc_url} serves chain {self.sender.chain_id}, "
                 f"the connection says {self.chain_id}"
@@ -577,16 +686,31 @@ class OceanComputeHook(BaseHook):
         algorithm: ComputeAlgorithm | dict[str, Any] | str,
         payment: dict[str, Any] | None = None,
         environment: str | None = None,
+        *,
+        on_attempt: Callable[[dict[str, Any]], None] | None = None,
     ) -> JobStatus:
         """Start a job whose inputs are paid (signed request; never retried blindly).
+
+        When the outcome is unknown (timeout or connection reset after sending, 5xx - including the
+        Provider's duplicate-nonce 503, which comes after the job was created - or an unreadable 2xx),
+        the owner's jobs are searched for one created by this attempt (its agreementId is one of the
+        request's orders, it did not exist before); that job is returned. If the Provider answers and
+        there is none, the original error is raised (nothing started); if it cannot be asked,
+        :class:`~airflow_provider_ocean.exceptions.OceanStartOutcomeUnknownError`.
 
         :param datasets: the datasets, as given to :meth:`pay_for_compute`.
         :param algorithm: the algorithm, with ``algocustomdata``/``algouserdata`` if any.
         :param payment: the dict :meth:`pay_for_compute` returned; without it every dataset (and a DID
             algorithm) must carry its ``transfer_tx_id``.
         :param environment: environment id (taken from ``payment`` when given there).
+        :param on_attempt: called just before the request is sent with a JSON-safe record
+            ``{"provider_url", "owner", "transfer_tx_ids", "started_at", "known_job_ids"}`` - persist it
+            to find the job with :meth:`find_started_job` if the process dies before the answer.
         :return: the new job's status.
+        :raises OceanOrderInUseError: a running job already uses the order that would be the agreementId.
         """
+        if self.is_ocean_node:
+            return self.node.start_compute(datasets, algorithm, payment, environment, on_attempt=on_attempt)
         inputs = [ComputeInput.coerce(d) for d in datasets]
         algo = ComputeAlgorithm.coerce(algorithm)
         payment = payment or {}
@@ -632,16 +756,214 @@ class OceanComputeHook(BaseHook):
                     "transfer_tx_id and service_id"
                 )
             algo = dataclasses.replace(algo, service_id=service_id, transfer_tx_id=tx)
-        job = self.provider.start_compute(
-            self.signer,
-            datasets=dataset_bodies,
-            algorithm=algo.to_start_request(),
-            environment=env_id,
+        algorithm_body = algo.to_start_request()
+        transfer_tx_ids = _unique(
+            [b.get("transferTxId") for b in dataset_bodies] + [algorithm_body.get("transferTxId")]
         )
+        # Jobs already using these orders (one order may start many jobs one after the other): a job
+        # created by this attempt is one that is not among them.
+        before = self.jobs_with_agreements(transfer_tx_ids)
+        attempt = {
+            "provider_url": self.settings.provider_url,
+            "owner": self.consumer_address,
+            "transfer_tx_ids": transfer_tx_ids,
+            "started_at": time.time(),
+            "known_job_ids": [j.job_id for j in before],
+        }
+        if on_attempt is not None:
+            on_attempt(dict(attempt))
+        try:
+            job = self.provider.start_compute(
+                self.signer,
+                datasets=dataset_bodies,
+                algorithm=algorithm_body,
+                environment=env_id,
+            )
+        except (OceanProviderError, OceanConnectionError) as exc:
+            if isinstance(exc, OceanProviderError) and _IN_USE in exc.detail.lower():
+                raise self._order_in_use(exc, transfer_tx_ids) from None
+            if not _outcome_unknown(exc):
+                raise
+            job = self._resolve_unknown_start(exc, attempt)
         self.log.info(
             "Started compute job %s on %s (status %s %s)", job.job_id, env_id, job.status, job.status_text
         )
         return job
+
+    def _order_in_use(self, exc: OceanProviderError, transfer_tx_ids: list[str]) -> OceanOrderInUseError:
+        """The operator refused a second running job on one agreementId: name the orders and jobs."""
+        try:
+            running = [j for j in self.jobs_with_agreements(transfer_tx_ids) if not j.is_terminal]
+        except OceanError:
+            running = []
+        in_use = _unique(j.agreement_id for j in running)
+        return OceanOrderInUseError(
+            f"{exc.detail} Orders {', '.join(in_use or transfer_tx_ids)} are used by running job(s) "
+            f"{', '.join(j.job_id for j in running) or '(unknown)'} of {self.consumer_address}",
+            in_use_by=[j.job_id for j in running],
+            transfer_tx_ids=in_use or transfer_tx_ids,
+            status=exc.status,
+            body=exc.body,
+            operation=exc.operation,
+            hint="another run or task of this wallet is using the same paid orders; pay a new order for "
+            "the input in use (OceanComputeStartOperator does this once by itself) or wait for that job",
+        )
+
+    def _resolve_unknown_start(self, exc: OceanError, attempt: dict[str, Any]) -> JobStatus:
+        """Decide whether a start whose answer was lost created a job: look for it, never start again.
+
+        :return: the job the attempt created.
+        :raises OceanStartOutcomeUnknownError: the Provider could not be asked.
+        :raises OceanError: ``exc`` again, when the Provider answered and no job was created.
+        """
+        txs = attempt["transfer_tx_ids"]
+        self.log.warning(
+            "The outcome of the start is unknown (%s); looking for a job with agreement %s", exc, txs
+        )
+        tries = START_LOOKUP_ATTEMPTS if isinstance(exc, OceanConnectionError) else 2
+        lookup_error: OceanError | None = None
+        for number in range(1, tries + 1):
+            try:
+                job = self.find_started_job(
+                    txs, known_job_ids=attempt["known_job_ids"], started_at=attempt["started_at"]
+                )
+                lookup_error = None
+            except OceanError as error:
+                job, lookup_error = None, error
+            if job is not None:
+                self.log.warning(
+                    "The start did create job %s (agreement %s) despite the error; using it",
+                    job.job_id,
+                    job.agreement_id,
+                )
+                return job
+            if number < tries:
+                time.sleep(START_LOOKUP_DELAY)
+        if lookup_error is not None:
+            raise OceanStartOutcomeUnknownError(
+                f"The start of a compute job may have succeeded ({exc}), and listing the jobs of "
+                f"{self.consumer_address} failed ({lookup_error}). Orders: {', '.join(txs)}.",
+                transfer_tx_ids=txs,
+                started_at=attempt["started_at"],
+                known_job_ids=attempt["known_job_ids"],
+                hint="look for a job with one of these agreementIds before starting again "
+                "(OceanComputeHook.find_started_job); the start operator does it on its next try",
+            ) from None
+        self.log.warning("No job was created by this start attempt: it failed (%s)", exc)
+        raise exc
+
+    def jobs_with_agreements(self, transfer_tx_ids: Iterable[str]) -> list[JobStatus]:
+        """The wallet's jobs whose ``agreementId`` is one of ``transfer_tx_ids`` (oldest first).
+
+        :param transfer_tx_ids: order transaction ids.
+        """
+        wanted = {t.lower() for t in transfer_tx_ids if t}
+        return [j for j in self.list_jobs() if (j.agreement_id or "").lower() in wanted]
+
+    def find_started_job(
+        self,
+        transfer_tx_ids: Iterable[str],
+        *,
+        known_job_ids: Iterable[str] = (),
+        started_at: float | None = None,
+        clock_skew: float = START_CLOCK_SKEW,
+    ) -> JobStatus | None:
+        """Find the job a start attempt created, by its orders (provider-v4-api.md §7 rule 12).
+
+        The Provider sends the operator the ``transferTxId`` of one input as ``agreementId`` (which one
+        depends on the fees), so a job matches when its agreementId is any of the attempt's orders, it
+        is not one of the jobs that already used them before the attempt, and it was not created
+        (Provider clock) more than ``clock_skew`` seconds before the attempt began.
+
+        :param transfer_tx_ids: every order tx the start request carried.
+        :param known_job_ids: jobs with those agreement ids that existed before the attempt.
+        :param started_at: when the attempt began (epoch seconds).
+        :param clock_skew: tolerated clock difference with the Provider, in seconds.
+        :return: the job (the oldest if, unexpectedly, several match), or ``None``.
+        """
+        known = set(known_job_ids)
+        matches = []
+        for job in self.jobs_with_agreements(transfer_tx_ids):
+            if job.job_id in known:
+                continue
+            created = _epoch(job.date_created)
+            if started_at is not None and created is not None and created < started_at - clock_skew:
+                continue
+            matches.append(job)
+        if len(matches) > 1:
+            self.log.warning(
+                "Several jobs match one start attempt: %s; using the oldest",
+                ", ".join(j.job_id for j in matches),
+            )
+        matches.sort(key=lambda j: _epoch(j.date_created) or 0.0)
+        return matches[0] if matches else None
+
+    def recent_orders(
+        self,
+        datasets: list[ComputeInput | dict[str, Any] | str],
+        algorithm: ComputeAlgorithm | dict[str, Any] | str,
+        environment: str | ComputeEnvironment | None = None,
+        *,
+        lookback_blocks: int = ORDER_LOOKBACK_BLOCKS,
+    ) -> dict[str, Any] | None:
+        """Orders this wallet paid recently for these inputs, read from the chain.
+
+        For each input (datasets, then a DID algorithm): the newest ``OrderStarted`` event of its
+        datatoken in the last ``lookback_blocks`` blocks whose consumer is the environment's address, whose
+        payer is this wallet and whose service index is the input's. Meant for a retry whose record of
+        what it paid was lost (a crash between paying and recording): pass the result as
+        ``transfer_tx_ids`` to :meth:`pay_for_compute`, where ``initializeCompute`` decides whether each
+        order is still valid; nothing is trusted from here.
+
+        :param datasets: the datasets.
+        :param algorithm: the algorithm.
+        :param environment: the environment id (default: the first free one).
+        :param lookback_blocks: how far back to look (RPC nodes often cap ``eth_getLogs`` ranges).
+        :return: ``{"datasets": [tx | None, ...], "algorithm": tx | None, "environment": id,
+            "valid_until": what their provider fees cover}``, or ``None`` when no input has such an order.
+        """
+        from airflow_provider_ocean.chain.abi import ORDER_STARTED, PROVIDER_FEE, decode_events
+
+        inputs = [ComputeInput.coerce(d) for d in datasets]
+        algo = ComputeAlgorithm.coerce(algorithm)
+        env = self.resolve_environment(environment)
+        prepared = self._prepare(inputs, algo)
+        latest = self.rpc.block_number()
+        consumer_topic = "0x" + env.consumer_address.lower().removeprefix("0x").rjust(64, "0")
+        found: list[str | None] = []
+        for _role, _did, _service_id, index, datatoken in prepared.orderables:
+            logs = self.rpc.get_logs(
+                {
+                    "address": datatoken,
+                    "fromBlock": hex(max(0, latest - lookback_blocks)),
+                    "toBlock": "latest",
+                    "topics": [ORDER_STARTED.topic0, consumer_topic],
+                }
+            )
+            newest = None
+            for entry in logs:  # in chain order: the last match is the newest
+                event = ORDER_STARTED.decode_log(entry)
+                if (
+                    event is not None
+                    and str(event["payer"]).lower() == self.consumer_address.lower()
+                    and int(event["serviceIndex"]) == index
+                ):
+                    newest = entry.get("transactionHash")
+            found.append(newest)
+        if not any(found):
+            return None
+        # What the orders' provider fees cover: asking for no more lets still-valid orders need no tx.
+        covered = []
+        for tx in filter(None, found):
+            receipt = self.rpc.get_transaction_receipt(tx) or {}
+            covered += [int(fee["validUntil"]) for fee in decode_events(PROVIDER_FEE, receipt)]
+        count = len(prepared.datasets)
+        return {
+            "datasets": found[:count],
+            "algorithm": found[count] if len(found) > count else None,
+            "environment": env.id,
+            "valid_until": min(covered) if covered else None,
+        }
 
     def run_compute(
         self,
@@ -683,6 +1005,8 @@ class OceanComputeHook(BaseHook):
     # -- jobs ----------------------------------------------------------------------------------------
     def list_jobs(self) -> list[JobStatus]:
         """Every job of the consumer wallet on this Provider."""
+        if self.is_ocean_node:
+            return self.node.list_jobs()
         return self.provider.get_status(self.consumer_address)
 
     def get_job_status(self, job_id: str) -> JobStatus:
@@ -691,6 +1015,8 @@ class OceanComputeHook(BaseHook):
         :param job_id: the job id.
         :raises OceanJobNotFoundError: the Provider knows no such job for this owner.
         """
+        if self.is_ocean_node:
+            return self.node.get_job_status(job_id)
         for job in self.provider.get_status(self.consumer_address, job_id):
             if job.job_id == job_id:
                 return job
@@ -705,6 +1031,8 @@ class OceanComputeHook(BaseHook):
         :param job_id: the job id.
         :return: the job's status as it was before the stop, if the Provider returned it.
         """
+        if self.is_ocean_node:
+            return self.node.stop_job(job_id)
         jobs = self.provider.stop_job(self.signer, job_id)
         self.log.info("Requested stop of compute job %s", job_id)
         return next((j for j in jobs if j.job_id == job_id), None)
@@ -714,6 +1042,8 @@ class OceanComputeHook(BaseHook):
 
         :param job_id: the job id.
         """
+        if self.is_ocean_node:
+            return self.node.delete_job(job_id)
         self.provider.delete_job(self.signer, job_id)
         self.log.info("Requested deletion of compute job %s", job_id)
 
@@ -733,4 +1063,6 @@ class OceanComputeHook(BaseHook):
         :param index: position of the file in the job's results.
         :param destination: binary file object, file path, or existing directory.
         """
+        if self.is_ocean_node:
+            return self.node.download_result(job_id, index, destination)
         return self.provider.download_result(self.signer, job_id, index, destination)

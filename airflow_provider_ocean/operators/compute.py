@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 
 from airflow_provider_ocean.links import OceanDatasetLink, OceanJobStatusLink, ddo_url, job_status_url
+from airflow_provider_ocean.operators.resumable import ResumableJobMixin, VariableStateStore
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -20,20 +21,58 @@ if TYPE_CHECKING:
     from airflow_provider_ocean.hooks.ocean import OceanComputeHook
     from airflow_provider_ocean.models import JobStatus
 
-#: XCom key of the payment (order tx ids) of the last attempt/run, reused by retries and later runs.
+#: XCom key of the payment (order tx ids) of the last attempt/run, reused by later runs.
 PAYMENT_XCOM_KEY = "ocean_payment"
 #: XCom key of the started job id (also the task's return value).
 JOB_ID_XCOM_KEY = "ocean_job_id"
+#: Task-state key (``task_state_store`` on Airflow 3.3+, Variables before) of the started job's reference.
+#: Renaming it breaks reattaching for tasks in flight.
+JOB_STATE_KEY = "ocean_job"
+#: Task-state key of this task instance's payment; unlike XCom it survives the next try.
+PAYMENT_STATE_KEY = "ocean_payment"
+#: Task-state key of a start request whose answer has not been recorded yet.
+PENDING_START_STATE_KEY = "ocean_pending_start"
 #: Seconds kept free before ``execution_timeout`` so the job can be stopped before Airflow kills the task.
 DEADLINE_MARGIN = 10.0
 
 
-def _seconds(value: timedelta | float | int | str | None) -> float | None:
+def _seconds(value: timedelta | float | int | str | None, name: str = "value") -> float | None:
+    """A duration in seconds from a timedelta or a number (also as rendered text)."""
     if value is None or value == "":
         return None
     if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(value)
+        seconds = value.total_seconds()
+    else:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            from airflow_provider_ocean.exceptions import OceanValidationError
+
+            raise OceanValidationError(
+                f"`{name}` must be a number of seconds or a timedelta, got {value!r}"
+            ) from None
+    if seconds <= 0:
+        from airflow_provider_ocean.exceptions import OceanValidationError
+
+        raise OceanValidationError(f"`{name}` must be positive, got {value!r}")
+    return seconds
+
+
+def _max_fee(value: Any) -> int | None:
+    """The fee cap as a non-negative integer of base units (``None``: no cap)."""
+    if value is None or value == "":
+        return None
+    from airflow_provider_ocean.exceptions import OceanValidationError
+
+    try:
+        cap = int(str(value)) if not isinstance(value, int) else value
+    except ValueError:
+        raise OceanValidationError(
+            f"`max_fee` must be an integer number of base units, got {value!r}"
+        ) from None
+    if cap < 0:
+        raise OceanValidationError(f"`max_fee` cannot be negative, got {value!r}")
+    return cap
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -136,11 +175,27 @@ class _OceanJobWaiter:
         return job
 
 
-class OceanComputeStartOperator(_OceanJobWaiter, BaseOperator):
+class OceanComputeStartOperator(_OceanJobWaiter, ResumableJobMixin, BaseOperator):
     """Pay for (or reuse the orders of) and start an Ocean compute-to-data job; optionally wait for it.
 
-    Orders paid by an earlier attempt or an earlier DAG run of this task are reused while the chain
-    says they are still valid, so retries and scheduled runs do not pay twice.
+    Exactly once under retries and crashes (``durable=True``, the default):
+
+    - the job reference ``{"job_id", "provider_url", "owner", "chain_id", "environment",
+      "agreement_id", "transfer_tx_ids"}`` is stored in the task's state (``task_state_store`` through
+      Airflow 3.3's ``ResumableJobMixin``; Airflow Variables on 3.0-3.2, where XComs of a failed try are
+      deleted when the next one starts). A retry reattaches to the job if it is still active, returns it
+      if it succeeded, and starts a new one only if it failed or is gone. This holds for the deferrable
+      path too (a retry after a deferral defers again on the same job);
+    - before the start request is sent, its orders are recorded; if the answer is lost (timeout,
+      reset, 5xx, the Provider's duplicate-nonce 503, or a crash before the reference was stored), the
+      next try first looks for a job created with those orders and reattaches to it;
+    - orders paid by an earlier try of this task instance (task state) or by an earlier run (XCom) are
+      offered again to ``initializeCompute``; the chain decides (``validOrder``) whether they still
+      cover the job, so retries and scheduled runs do not pay twice;
+    - if a running job of the same wallet already uses the order that would become the agreementId
+      (an overlapping run), a new order is paid for that input and the start is made once more.
+
+    A job that succeeded is forgotten when the task succeeds, so clearing the task runs a new job.
 
     .. seealso:: the README's "Operators" section.
 
@@ -165,6 +220,14 @@ class OceanComputeStartOperator(_OceanJobWaiter, BaseOperator):
         ``"fixed_rate"`` or ``"any"``.
     :param max_datatoken_price: highest price (base-token base units) per datatoken bought.
     :param stop_on_kill: stop the job when the task is killed.
+    :param resources: Ocean Node only: ``{"cpu": 2, "ram": 4}`` or ``[{"id", "amount"}]``; missing ids
+        get the environment's minimum.
+    :param max_job_duration: Ocean Node only: seconds the job may run (default: the environment's max).
+    :param queue_max_wait_time: Ocean Node only: seconds the job may wait for resources (0: fail instead).
+    :param free: Ocean Node only: ``True`` free job (``freeCompute``), ``False`` paid through the Escrow,
+        ``None`` free when the environment accepts free jobs and no ``max_fee`` is given.
+    :param durable: keep the job reference in the task state to reattach on retries (default ``True``;
+        ``False``: every try pays/starts as if it were the first).
     :return: the job id (XCom ``return_value``); the payment and links are pushed under their own keys.
     """
 
@@ -179,6 +242,7 @@ class OceanComputeStartOperator(_OceanJobWaiter, BaseOperator):
     template_fields_renderers = {"datasets": "json", "algorithm": "json"}
     operator_extra_links = (OceanJobStatusLink(), OceanDatasetLink())
     ui_color = "#bfe3ff"
+    external_id_key = JOB_STATE_KEY
 
     def __init__(
         self,
@@ -197,9 +261,20 @@ class OceanComputeStartOperator(_OceanJobWaiter, BaseOperator):
         acquire_datatokens: str | None = None,
         max_datatoken_price: int | None = None,
         stop_on_kill: bool = True,
+        resources: dict[str, Any] | list[dict[str, Any]] | None = None,
+        max_job_duration: int | None = None,
+        queue_max_wait_time: int | None = None,
+        free: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Ocean Node only (refused on a Provider v4 connection when set)
+        self.node_options: dict[str, Any] = {
+            "resources": resources,
+            "max_job_duration": max_job_duration,
+            "queue_max_wait_time": queue_max_wait_time,
+            "free": free,
+        }
         self.datasets = datasets
         self.algorithm = algorithm
         self.environment = environment
@@ -215,70 +290,129 @@ class OceanComputeStartOperator(_OceanJobWaiter, BaseOperator):
         self.max_datatoken_price = max_datatoken_price
         self.stop_on_kill = stop_on_kill
         self.job_id: str | None = None
+        self._forgotten: str | None = None
 
-    def _previous_payment(self, context: Context, datasets: list[Any]) -> dict[str, Any] | None:
-        """The payment of the last attempt or run of this task, if it paid for the same inputs."""
-        if not self.reuse_orders:
+    # -- task state ----------------------------------------------------------------------------------
+    def _state(self, context: Context) -> Any:
+        """The store that survives retries: ``task_state_store`` (3.3+), Variables (3.0-3.2), or None."""
+        if not getattr(self, "durable", True):
             return None
-        previous = context["ti"].xcom_pull(
-            task_ids=self.task_id, key=PAYMENT_XCOM_KEY, include_prior_dates=True
+        if getattr(self, "uses_variable_state", False):
+            return VariableStateStore.from_context(context)
+        return context.get("task_state_store")
+
+    def _state_get(self, context: Context, key: str) -> Any:
+        store = self._state(context)
+        return store.get(key) if store is not None else None
+
+    def _state_set(self, context: Context, key: str, value: Any) -> None:
+        store = self._state(context)
+        if store is not None:
+            store.set(key, value)
+
+    def _state_delete(self, context: Context, *keys: str) -> None:
+        store = self._state(context)
+        if store is None:
+            return
+        for key in keys:
+            try:
+                store.delete(key)
+            except Exception as exc:  # cleanup must never fail a task
+                self.log.warning("Could not delete task state %s: %s", key, exc)
+
+    def _job_ref(self, job: JobStatus, transfer_tx_ids: list[str], environment: str | None) -> dict[str, Any]:
+        """Everything needed to find the job again (JSON; no secrets)."""
+        settings = self.hook.settings
+        return {
+            "job_id": job.job_id,
+            "provider_url": settings.provider_url,
+            "owner": self.hook.consumer_address,
+            "chain_id": self.hook.chain_id,
+            "environment": environment,
+            "agreement_id": job.agreement_id,
+            "transfer_tx_ids": transfer_tx_ids,
+            "date_created": job.date_created,
+        }
+
+    def _is_ours(self, record: dict[str, Any]) -> bool:
+        """Whether a stored record belongs to this connection's Provider and wallet."""
+        return (
+            record.get("provider_url") == self.hook.settings.provider_url
+            and record.get("owner") == self.hook.consumer_address
         )
-        if not isinstance(previous, dict):
-            return None
-        paid = [p.get("did") for p in previous.get("datasets") or []]
-        if paid != [_did_of(d) for d in datasets]:
-            return None
-        return previous
 
+    # -- ResumableJobMixin ---------------------------------------------------------------------------
     def execute(self, context: Context) -> str:
+        return self.execute_resumable(context)
+
+    def submit_job(self, context: Context) -> dict[str, Any]:
+        """Pay (reusing valid orders) and start one job; return its reference for the task state.
+
+        A start of an earlier try whose answer was never recorded is looked up first.
+        """
         datasets = _as_list(self.datasets)
         if not datasets:
             from airflow_provider_ocean.exceptions import OceanValidationError
 
             raise OceanValidationError("`datasets` is empty: give at least one dataset DID")
-        validity = _seconds(self.order_validity)
-        payment = self.hook.pay_for_compute(
-            datasets,
-            self.algorithm,
-            self.environment,
-            timedelta(seconds=validity) if validity else None,
-            int(self.max_fee) if self.max_fee not in (None, "") else None,
-            self._previous_payment(context, datasets),
-            acquire_datatokens=self.acquire_datatokens,
-            max_datatoken_price=self.max_datatoken_price,
-        )
-        # Persist the orders before starting: a retry reuses them instead of paying again.
-        context["ti"].xcom_push(key=PAYMENT_XCOM_KEY, value=payment)
-        orders = [p for p in [*payment["datasets"], payment.get("algorithm")] if p]
-        for order in orders:
-            self.log.info(
-                "Paid: %s %s -> %s (%s)",
-                order["role"],
-                order["did"],
-                order["transfer_tx_id"],
-                order["action"],
+        found = self._find_unrecorded_start(context)
+        if found is not None:
+            return self._remember(context, *found)
+        payment = self._pay(context, datasets, self._previous_payment(context, datasets))
+        return self._remember(context, *self._start(context, datasets, payment))
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        """``<outcome>:<status code>`` of a stored job (outcome: running, succeeded, failed, stopped,
+        timed_out); ``NOT_FOUND:`` for a job the Provider does not know, ``OTHER_CONNECTION:`` when the
+        connection now points at another Provider or wallet. Errors reading the status propagate: an
+        unknown state never leads to a second job."""
+        from airflow_provider_ocean.exceptions import OceanJobNotFoundError
+
+        ref = _as_ref(external_id)
+        if ref is None:
+            return "INVALID:"
+        if "provider_url" in ref and not self._is_ours(ref):
+            self.log.warning(
+                "The stored job %s belongs to %s / %s, the connection now to %s / %s",
+                ref["job_id"],
+                ref.get("provider_url"),
+                ref.get("owner"),
+                self.hook.settings.provider_url,
+                self.hook.consumer_address,
             )
-        job = self.hook.start_compute(datasets, self.algorithm, payment=payment)
-        self.job_id = job.job_id
-        context["ti"].xcom_push(key=JOB_ID_XCOM_KEY, value=job.job_id)
-        settings = self.hook.settings
-        OceanJobStatusLink.persist(
-            context, job_status_url(settings.provider_url, self.hook.consumer_address, job.job_id)
-        )
-        OceanDatasetLink.persist(context, ddo_url(settings.aquarius_url, _did_of(datasets[0]) or ""))
-        self.log.info("Started: job %s on environment %s", job.job_id, payment["environment"])
+            return "OTHER_CONNECTION:"
+        try:
+            job = self.hook.get_job_status(ref["job_id"])
+        except OceanJobNotFoundError:
+            return "NOT_FOUND:"
+        return f"{job.outcome}:{job.status}"
+
+    def is_job_active(self, status: str) -> bool:
+        return status.split(":", 1)[0] == "running"
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status.split(":", 1)[0] == "succeeded"
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> str:  # type: ignore[override]
+        """Wait for the job (synchronously, or by deferring); returns the job id (the mixin returns
+        this method's value when it reattaches)."""
+        ref = _as_ref(external_id)
+        if ref is None:  # pragma: no cover - submit_job always returns a reference
+            raise ValueError(f"Not a job reference: {external_id!r}")
+        job_id = ref["job_id"]
+        self._publish(context, job_id)
         if not self.wait_for_completion:
-            return job.job_id
-        deadline = self._deadline(context, _seconds(self.wait_timeout))
+            return self.get_job_result(ref, context)
+        deadline = self._deadline(context, _seconds(self.wait_timeout, "wait_timeout"))
         if self.deferrable:
-            current = self.hook.get_job_status(job.job_id)
+            current = self.hook.get_job_status(job_id)
             if current.is_terminal:
-                return self._finish(current)
+                return self._finish(current, context)
             from airflow_provider_ocean.triggers.ocean import OceanComputeJobTrigger
 
             self.defer(
                 trigger=OceanComputeJobTrigger(
-                    job_id=job.job_id,
+                    job_id=job_id,
                     ocean_conn_id=self.ocean_conn_id,
                     poll_interval=self.poll_interval,
                     end_time=deadline,
@@ -287,23 +421,218 @@ class OceanComputeStartOperator(_OceanJobWaiter, BaseOperator):
                 method_name="execute_complete",
                 timeout=None,
             )
-        return self._finish(self._poll_until_terminal(job.job_id, deadline))
+        return self._finish(self._poll_until_terminal(job_id, deadline), context)
 
-    def _finish(self, job: JobStatus) -> str:
+    def get_job_result(self, external_id: Any, context: Context) -> str:
+        """The job id; the job reference is forgotten (a cleared task then starts a new job)."""
+        ref = _as_ref(external_id)
+        job_id = ref["job_id"] if ref else str(external_id)
+        if self.job_id != job_id:
+            self._publish(context, job_id)
+        self._forget(context)
+        return job_id
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def _find_unrecorded_start(self, context: Context) -> tuple[JobStatus, list[str], str | None] | None:
+        """A job started by an earlier try whose answer was lost (or whose reference was not stored):
+        ``(job, orders of that start, environment)``."""
+        pending = self._state_get(context, PENDING_START_STATE_KEY)
+        if not isinstance(pending, dict) or not pending.get("transfer_tx_ids"):
+            return None
+        if not self._is_ours(pending):
+            self._state_delete(context, PENDING_START_STATE_KEY)
+            return None
+        self.log.info(
+            "An earlier try sent a start with orders %s at %s without recording its answer; "
+            "looking for that job before starting",
+            pending["transfer_tx_ids"],
+            pending.get("started_at"),
+        )
+        # Errors propagate: if the Provider cannot tell, this try fails rather than start a second job.
+        job = self.hook.find_started_job(
+            pending["transfer_tx_ids"],
+            known_job_ids=pending.get("known_job_ids") or [],
+            started_at=pending.get("started_at"),
+        )
+        if job is None:
+            self.log.info("That start created no job; starting now")
+            self._state_delete(context, PENDING_START_STATE_KEY)
+            return None
+        self.log.warning(
+            "Reattaching to job %s (agreement %s), started by an earlier try", job.job_id, job.agreement_id
+        )
+        return job, list(pending["transfer_tx_ids"]), pending.get("environment")
+
+    def _previous_payment(self, context: Context, datasets: list[Any]) -> dict[str, Any] | None:
+        """Orders paid earlier for the same inputs: by an earlier try of this task instance (task state,
+        which survives retries unlike XCom), else by the last run of this task (XCom), else - on a retry,
+        when an earlier try may have paid and died before recording it - this wallet's recent orders for
+        these inputs found on chain. ``initializeCompute`` then decides which of them are still valid."""
+        if not self.reuse_orders:
+            return None
+        candidates = [self._state_get(context, PAYMENT_STATE_KEY)]
+        candidates.append(
+            context["ti"].xcom_pull(task_ids=self.task_id, key=PAYMENT_XCOM_KEY, include_prior_dates=True)
+        )
+        wanted = [_did_of(d) for d in datasets]
+        for previous in candidates:
+            if not isinstance(previous, dict):
+                continue
+            if [p.get("did") for p in previous.get("datasets") or []] == wanted:
+                return previous
+        if (getattr(context["ti"], "try_number", 1) or 1) > 1 and self._state(context) is not None:
+            return self._orders_on_chain(datasets)
+        return None
+
+    def _orders_on_chain(self, datasets: list[Any]) -> dict[str, Any] | None:
+        """Best effort: this wallet's recent orders for these inputs (a failed lookup costs a payment)."""
+        try:
+            found = self.hook.recent_orders(datasets, self.algorithm, self.environment)
+        except Exception as exc:  # Ocean, chain or transport errors alike
+            self.log.warning("Could not look for orders paid by an earlier try on chain: %s", exc)
+            return None
+        if found:
+            self.log.info(
+                "No record of an earlier try's payment; offering this wallet's recent orders %s",
+                [tx for tx in [*found["datasets"], found["algorithm"]] if tx],
+            )
+        return found
+
+    def _pay(self, context: Context, datasets: list[Any], previous: Any) -> dict[str, Any]:
+        validity = _seconds(self.order_validity, "order_validity")
+        payment = self.hook.pay_for_compute(
+            datasets,
+            self.algorithm,
+            self.environment,
+            timedelta(seconds=validity) if validity else None,
+            _max_fee(self.max_fee),
+            previous,
+            acquire_datatokens=self.acquire_datatokens,
+            max_datatoken_price=self.max_datatoken_price,
+            **self.node_options,
+        )
+        # Persist the orders before starting: a retry (task state) or a later run (XCom) reuses them.
+        self._state_set(context, PAYMENT_STATE_KEY, payment)
+        context["ti"].xcom_push(key=PAYMENT_XCOM_KEY, value=payment)
+        for order in _orders(payment):
+            self.log.info(
+                "Paid: %s %s -> %s (%s)",
+                order["role"],
+                order["did"],
+                order["transfer_tx_id"],
+                order["action"],
+            )
+        return payment
+
+    def _start(
+        self, context: Context, datasets: list[Any], payment: dict[str, Any]
+    ) -> tuple[JobStatus, list[str], str | None]:
+        """Start the job: ``(job, orders the start carried, environment)``."""
+        from airflow_provider_ocean.exceptions import OceanOrderInUseError
+
+        sent: list[str] = []
+
+        def record(attempt: dict[str, Any]) -> None:
+            sent[:] = attempt["transfer_tx_ids"]
+            self._state_set(context, PENDING_START_STATE_KEY, {**attempt, "environment": environment})
+
+        environment = payment.get("environment")
+        try:
+            job = self.hook.start_compute(datasets, self.algorithm, payment=payment, on_attempt=record)
+            return job, sent, environment
+        except OceanOrderInUseError as exc:
+            in_use = set(exc.transfer_tx_ids)
+            self.log.warning(
+                "Order(s) %s are used by running job(s) %s of this wallet (an overlapping run or another "
+                "task?); paying new order(s) for them and starting once more",
+                ", ".join(sorted(in_use)),
+                ", ".join(exc.in_use_by) or "?",
+            )
+            self._state_delete(context, PENDING_START_STATE_KEY)
+            payment = self._pay(context, datasets, _without_orders(payment, in_use))
+            environment = payment.get("environment")
+            job = self.hook.start_compute(datasets, self.algorithm, payment=payment, on_attempt=record)
+            return job, sent, environment
+
+    def _remember(
+        self, context: Context, job: JobStatus, transfer_tx_ids: list[str], environment: str | None
+    ) -> dict[str, Any]:
+        """Store the job reference (then drop the pending-start record) and return it."""
+        txs = [t for t in transfer_tx_ids or [job.agreement_id] if t]
+        ref = self._job_ref(job, txs, environment)
+        self._state_set(context, self.external_id_key, ref)
+        self._state_delete(context, PENDING_START_STATE_KEY)
+        self.log.info("Started: job %s (agreement %s)", job.job_id, job.agreement_id)
+        return ref
+
+    def _publish(self, context: Context, job_id: str) -> None:
+        """Push the job id and the links (again on a reattaching try: its XComs were cleared)."""
+        self.job_id = job_id
+        context["ti"].xcom_push(key=JOB_ID_XCOM_KEY, value=job_id)
+        settings = self.hook.settings
+        OceanJobStatusLink.persist(
+            context, job_status_url(settings.provider_url, self.hook.consumer_address, job_id)
+        )
+        datasets = _as_list(self.datasets)
+        if datasets:
+            OceanDatasetLink.persist(context, ddo_url(settings.aquarius_url, _did_of(datasets[0]) or ""))
+
+    def _forget(self, context: Context | None) -> None:
+        """Drop the job reference once the task is done with it (Variables: everything)."""
+        if context is None or self._forgotten == self.job_id:
+            return
+        self._forgotten = self.job_id
+        keys = [self.external_id_key, PENDING_START_STATE_KEY]
+        if getattr(self, "uses_variable_state", False):
+            keys.append(PAYMENT_STATE_KEY)
+        self._state_delete(context, *keys)
+
+    def _finish(self, job: JobStatus, context: Context | None = None) -> str:
         if not job.is_succeeded:
             self._raise_for(job)
         self.log.info("Finished: job %s (%s results)", job.job_id, len(job.results))
+        self._forget(context)
         return job.job_id
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger fired: succeed with the job id, or stop/fail."""
         job = self._complete(event)
         self.job_id = job.job_id
-        return self._finish(job)
+        return self._finish(job, context)
 
     def on_kill(self) -> None:
         if self.job_id and self.stop_on_kill:
             self._stop_quietly(self.job_id)
+
+
+def _as_ref(external_id: Any) -> dict[str, Any] | None:
+    """A stored job reference as a dict (a bare job id string is accepted too)."""
+    if isinstance(external_id, dict) and external_id.get("job_id"):
+        return external_id
+    if isinstance(external_id, str) and external_id:
+        return {"job_id": external_id}
+    return None
+
+
+def _orders(payment: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in [*(payment.get("datasets") or []), payment.get("algorithm")] if p]
+
+
+def _without_orders(payment: dict[str, Any], txs: set[str]) -> dict[str, Any]:
+    """``payment`` with the orders in ``txs`` removed, so that new ones are paid for those inputs."""
+    lowered = {t.lower() for t in txs}
+
+    def keep(order: Any) -> Any:
+        if not isinstance(order, dict):
+            return order
+        tx = str(order.get("transfer_tx_id") or "").lower()
+        return None if not lowered or tx in lowered else order
+
+    return {
+        **payment,
+        "datasets": [keep(o) for o in payment.get("datasets") or []],
+        "algorithm": keep(payment.get("algorithm")),
+    }
 
 
 class OceanComputeStopOperator(BaseOperator):

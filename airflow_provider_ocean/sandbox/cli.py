@@ -16,7 +16,10 @@ from airflow_provider_ocean.sandbox.state import default_state_dir
 
 def _print_info(info: dict) -> None:
     print("Ocean sandbox is up.")
-    print(f"  Provider + Aquarius : {info['provider_url']}")
+    if info.get("api") == "node":
+        print(f"  Ocean Node          : {info['provider_url']} (node {info['provider_address']})")
+    else:
+        print(f"  Provider + Aquarius : {info['provider_url']}")
     print(f"  Chain RPC           : {info['rpc_url']} (chain id {info['chain_id']})")
     print(f"  Consumer account    : {info['consumer']['address']} (public development key)")
     print(f"  Environments        : free={info['environments']['free']} paid={info['environments']['paid']}")
@@ -41,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--receipt-timeout", type=float, default=120.0, help="Provider wait for unknown txs (s)")
     up.add_argument("--max-job-duration", type=int, default=3600, help="environments' maxJobDuration (s)")
     up.add_argument("--json", action="store_true", help="print the sandbox facts as JSON")
+    up.add_argument(
+        "--api",
+        choices=("provider", "node"),
+        default=None,
+        help="server personality: Provider v4 (default) or Ocean Node; kept in the state",
+    )
+    up.add_argument("--rate-limit", type=int, default=None, help="Ocean Node: requests per IP and minute")
+    up.add_argument(
+        "--claim-interval", type=float, default=None, help="Ocean Node: seconds between payment cron runs"
+    )
     down = sub.add_parser("down", help="stop the sandbox")
     down.add_argument("--purge", action="store_true", help="also delete the state directory (chain included)")
     sub.add_parser("status", help="show what is running")
@@ -56,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             provider_port=args.port,
             receipt_timeout=args.receipt_timeout,
             max_job_duration=args.max_job_duration,
+            api=args.api,
+            node_rate_limit=args.rate_limit,
+            node_claim_interval=args.claim_interval,
         )
         started = time.monotonic()
         info = sandbox.up()

@@ -106,6 +106,10 @@ class Sandbox:
     :param receipt_timeout: how long the Provider waits for an unknown order tx (real: 120 s).
     :param max_job_duration: the environments' ``maxJobDuration`` in seconds.
     :param engine_tick: the engine's poll interval in seconds (real operator-engine: 5 s).
+    :param api: ``provider`` (Provider v4 + Aquarius routes) or ``node`` (the Ocean Node personality);
+        ``None`` keeps the state's choice (``provider`` for a new state).
+    :param node_rate_limit: Ocean Node personality: requests per IP and minute (the node's default is 30).
+    :param node_claim_interval: Ocean Node personality: seconds between payment cron runs (real: 3600).
     """
 
     def __init__(
@@ -117,13 +121,21 @@ class Sandbox:
         receipt_timeout: float = 120.0,
         max_job_duration: int = 3600,
         engine_tick: float = 0.2,
+        api: str | None = None,
+        node_rate_limit: int | None = None,
+        node_claim_interval: float | None = None,
     ) -> None:
+        if api not in (None, "provider", "node"):
+            raise ValueError(f"api must be 'provider' or 'node', not {api!r}")
         self.state_dir = Path(state_dir).absolute()
         self.rpc_port = rpc_port
         self.provider_port = provider_port
         self.receipt_timeout = receipt_timeout
         self.max_job_duration = max_job_duration
         self.engine_tick = engine_tick
+        self.api = api
+        self.node_rate_limit = node_rate_limit
+        self.node_claim_interval = node_claim_interval
 
     # -- state ---------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -149,7 +161,12 @@ class Sandbox:
         }
         import json
 
+        environments = {"free": FREE_ENV, "paid": PAID_ENV}
+        if state.get("api") == "node":
+            node_envs = state["node"]["environments"]
+            environments = {"free": node_envs[0]["id"], "paid": node_envs[1]["id"]}
         return {
+            "api": state.get("api", "provider"),
             "provider_url": state["provider_url"],
             "aquarius_url": state["provider_url"],
             "rpc_url": state["rpc_url"],
@@ -163,7 +180,7 @@ class Sandbox:
             },
             "provider_address": state["provider"]["address"],
             "engine_address": state["engine_address"],
-            "environments": {"free": FREE_ENV, "paid": PAID_ENV},
+            "environments": environments,
             "assets": state["assets"],
             "state_dir": str(self.state_dir),
             "conn_json": json.dumps(conn),
@@ -229,7 +246,23 @@ class Sandbox:
         state["environments_served"] = environments(
             engine.address, state["addresses"]["Ocean"], self.max_job_duration
         )
+        previous_api = state.get("api", "provider")
+        state["api"] = self.api or previous_api
+        if state["api"] == "node":
+            from airflow_provider_ocean.sandbox.node_api import DEFAULT_RATE_LIMIT, node_environments
+
+            node = state.get("node") or {}
+            state["node"] = {
+                "environments": node_environments(
+                    provider.address, state["addresses"]["Ocean"], ganache.CHAIN_ID, self.max_job_duration
+                ),
+                "rate_limit": self.node_rate_limit or node.get("rate_limit") or DEFAULT_RATE_LIMIT,
+                "claim_interval": self.node_claim_interval or node.get("claim_interval") or 60.0,
+                "claim_timeout": node.get("claim_timeout", 3600),
+            }
         save_state(self.state_dir, state)
+        if state["api"] != previous_api and pid_alive(state.get("server_pid")):
+            stop_pid(state.get("server_pid"))  # switching personality: restart the server
         if not (pid_alive(state.get("server_pid")) and _server_alive(provider_url)):
             if _server_alive(provider_url):
                 raise RuntimeError(f"port {provider_port} is already in use; choose another --port")
@@ -304,6 +337,6 @@ class Sandbox:
 def _server_alive(url: str) -> bool:
     try:
         response = requests.get(url + "/", timeout=1)
-        return response.ok and response.json().get("software") == "Provider"
+        return response.ok and response.json().get("software") in ("Provider", "Ocean-Node")
     except (requests.RequestException, ValueError):
         return False

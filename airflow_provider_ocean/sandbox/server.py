@@ -258,6 +258,14 @@ def build_app(state_dir: Path):
 
 def serve(state_dir: Path) -> None:
     """Run the sandbox server in the foreground until SIGTERM/SIGINT."""
+    from airflow_provider_ocean.sandbox.state import load_state
+
+    node_state = load_state(state_dir)
+    if node_state.get("api") == "node":  # the Ocean Node personality (ocean-sandbox up --api node)
+        from airflow_provider_ocean.sandbox.node_api import serve_node
+
+        serve_node(state_dir, node_state)
+        return
     app, engine, state = build_app(state_dir)
     server = SandboxHTTPServer(int(state["provider_port"]), app)
     engine.start()

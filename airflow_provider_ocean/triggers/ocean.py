@@ -105,7 +105,11 @@ class OceanComputeJobTrigger(BaseTrigger):
                 return
             delay = self.poll_interval
             try:
-                job = await poller.get(self.job_id, max_age=self.poll_interval, fresher_than=started)
+                # Any list younger than one interval will do, even one fetched before this trigger
+                # started: demanding a newer one made every trigger that arrived after the last fetch
+                # send its own request, one per arrival while a batch of tasks deferred one by one.
+                job = await poller.get(self.job_id, max_age=self.poll_interval)
+                listed_after_start = poller.fetched_at >= started
                 failures = 0
             except Exception as exc:
                 if not _transient(exc):
@@ -123,7 +127,8 @@ class OceanComputeJobTrigger(BaseTrigger):
                 job = None
             else:
                 if job is None:
-                    not_found += 1
+                    # a list fetched before this trigger started may predate the job: not counted
+                    not_found += 1 if listed_after_start else 0
                     if not_found >= MAX_NOT_FOUND:
                         yield self._event("error", f"Job {self.job_id} is not known to the Provider")
                         return

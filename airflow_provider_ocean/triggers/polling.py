@@ -52,6 +52,11 @@ class OwnerStatusPoller:
         self._backoff = 0.0
         self.requests = 0
 
+    @property
+    def fetched_at(self) -> float:
+        """Monotonic time the fetch of the current list started (``-inf`` before the first list)."""
+        return self._fetched_at
+
     @classmethod
     def shared(cls, key: tuple, fetch: Fetch) -> OwnerStatusPoller:
         """The poller of ``key`` in the running event loop (created on first use)."""

@@ -169,7 +169,7 @@ class TestConnection:
         ("extra", "match"),
         [
             ({"chain_id": "mainnet"}, "chain_id"),
-            ({"backend": "ocean_node"}, "not supported"),
+            ({"backend": "aquarius"}, "not supported"),
             ({"timeout": "soon"}, "timeout"),
             ({"timeout": 0}, "positive"),
             ({"verify_ssl": "maybe"}, "verify_ssl"),
@@ -336,6 +336,8 @@ def served(server, monkeypatch) -> RecordingServer:
     rpc_route(server)
     server.routes[("GET", "/api/services/computeEnvironments")] = Reply(body=ENVS)
     server.routes[("GET", "/api/services/nonce")] = Reply(body={"nonce": "1"})
+    # start_compute lists the owner's jobs first (to tell a job it created from older ones)
+    server.routes[("GET", "/api/services/compute")] = Reply(body=[])
     server.routes[("GET", f"/api/aquarius/assets/ddo/{DID}")] = Reply(body=ddo(DID))
     server.routes[("GET", f"/api/aquarius/assets/ddo/{DID2}")] = Reply(
         body=ddo(DID2, compute={"publisherTrustedAlgorithms": [{"did": DID}]})

@@ -1,0 +1,402 @@
+"""OceanComputeStartOperator / OceanComputeStopOperator in real Airflow (``dag.test()``) against the sandbox.
+
+Every run pays real orders on the local chain and starts a real job on the sandbox engine; outcomes are
+read back from the Airflow metadata DB (task states, XComs) and from the sandbox (job status, chain).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG
+
+from airflow_provider_ocean.chain import abi
+from airflow_provider_ocean.chain.tx import call_function
+from airflow_provider_ocean.hooks.ocean import OceanComputeHook
+from airflow_provider_ocean.links import ddo_url, job_status_url
+from airflow_provider_ocean.models import JobStatus
+from airflow_provider_ocean.operators.compute import OceanComputeStartOperator, OceanComputeStopOperator
+from tests.operators.support import (
+    failure,
+    make_hook,
+    raw_algorithm,
+    record_failure,
+    run_dag,
+    sleeping_algorithm,
+    stop_if_running,
+    task_states,
+    triggers_for,
+    unique_dag_id,
+    wait_terminal,
+    xcom,
+    xcoms,
+)
+
+pytestmark = pytest.mark.chain
+
+JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+TX_RE = re.compile(r"^0x[0-9a-f]{64}$")
+TRIGGER_CLASSPATH = "airflow_provider_ocean.triggers.ocean.OceanComputeJobTrigger"
+
+
+@pytest.fixture
+def hook(ocean_conn: str) -> OceanComputeHook:
+    return make_hook(ocean_conn)
+
+
+def start_dag(dag_id: str, **op_kwargs: Any) -> DAG:
+    op_kwargs.setdefault("poll_interval", 0.5)
+    with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+        OceanComputeStartOperator(task_id="start", on_failure_callback=record_failure, **op_kwargs)
+    return dag
+
+
+def registered(sandbox: dict[str, Any], column: str = "rain_mm") -> dict[str, Any]:
+    """Dataset + registered (trusted) algorithm with custom data."""
+    return {
+        "datasets": [sandbox["assets"]["dataset"]["did"]],
+        "algorithm": {
+            "did": sandbox["assets"]["algorithm"]["did"],
+            "algocustomdata": {"column": column, "group_by": "station"},
+        },
+    }
+
+
+def orders(payment: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*payment["datasets"], *([payment["algorithm"]] if payment.get("algorithm") else [])]
+
+
+def balance(hook: OceanComputeHook, token: str) -> int:
+    return int(call_function(hook.rpc, token, abi.ERC20_BALANCE_OF, (hook.consumer_address,), ["uint256"])[0])
+
+
+def algorithm_log(hook: OceanComputeHook, job: JobStatus) -> str:
+    import io
+
+    entry = next(r for r in job.results if r.type == "algorithmLog")
+    sink = io.BytesIO()
+    hook.download_result(job.job_id, entry.index, sink)
+    return sink.getvalue().decode()
+
+
+class TestStartAndWait:
+    def test_sync_wait_succeeds_with_payment_job_id_and_links(
+        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+    ) -> None:
+        dag_id = unique_dag_id("start_sync")
+        dr = run_dag(start_dag(dag_id, deferrable=False, **registered(sandbox, "rain_mm")))
+
+        assert dr.state == "success", failure(dag_id, "start")
+        assert task_states(dr) == {"start": "success"}
+        job_id = xcom(dr, "start")
+        assert JOB_ID_RE.match(job_id)
+        assert triggers_for(job_id) == []  # the sync path never defers
+        assert xcom(dr, "start", "ocean_job_id") == job_id
+
+        payment = xcom(dr, "start", "ocean_payment")
+        assert payment["environment"] == sandbox["environments"]["free"]
+        assert [o["role"] for o in orders(payment)] == ["dataset", "algorithm"]
+        assert [o["did"] for o in orders(payment)] == [
+            sandbox["assets"]["dataset"]["did"],
+            sandbox["assets"]["algorithm"]["did"],
+        ]
+        for order in orders(payment):
+            assert order["action"] == "start"
+            assert TX_RE.match(order["transfer_tx_id"])
+            receipt = hook.rpc.get_transaction_receipt(order["transfer_tx_id"])
+            assert receipt is not None
+            assert int(receipt["status"], 16) == 1
+
+        job = hook.get_job_status(job_id)
+        assert job.is_succeeded
+        assert job.status == 70
+        assert job.stopreq == 0
+        # algocustomdata reached the algorithm
+        assert '"column": "rain_mm"' in algorithm_log(hook, job)
+
+        assert xcom(dr, "start", "ocean_job_status_url") == job_status_url(
+            sandbox["provider_url"], sandbox["consumer"]["address"], job_id
+        )
+        assert xcom(dr, "start", "ocean_dataset_ddo_url") == ddo_url(
+            sandbox["aquarius_url"], sandbox["assets"]["dataset"]["did"]
+        )
+
+    def test_deferrable_succeeds_through_the_trigger(
+        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+    ) -> None:
+        dag_id = unique_dag_id("start_deferrable")
+        dr = run_dag(
+            start_dag(dag_id, deferrable=True, wait_timeout=120, **registered(sandbox, "temperature_c"))
+        )
+
+        assert dr.state == "success", failure(dag_id, "start")
+        job_id = xcom(dr, "start")
+        assert JOB_ID_RE.match(job_id)
+        # it really deferred (the serialized trigger is in the DB) and resumed in execute_complete
+        [(classpath, kwargs)] = triggers_for(job_id)
+        assert classpath == TRIGGER_CLASSPATH
+        assert kwargs["ocean_conn_id"] == "ocean_default"
+        assert kwargs["poll_interval"] == 0.5
+        assert kwargs["stop_on_kill"] is True
+        assert 0 < kwargs["end_time"] - time.time() <= 120  # the wait timeout became the deadline
+        job = hook.get_job_status(job_id)
+        assert job.is_succeeded
+        assert '"column": "temperature_c"' in algorithm_log(hook, job)
+
+    @pytest.mark.parametrize(
+        ("algorithm_kind", "expected_state"), [("registered", "success"), ("raw_x", "failed")]
+    )
+    def test_deferrable_does_not_defer_when_the_job_already_ended(
+        self,
+        sandbox: dict[str, Any],
+        ocean_conn: str,
+        airflow_db: str,
+        algorithm_kind: str,
+        expected_state: str,
+    ) -> None:
+        """A job that ended before the first status check finishes the task at once (no trigger)."""
+        if algorithm_kind == "registered":
+            inputs = registered(sandbox)
+        else:
+            inputs = {
+                "datasets": [sandbox["assets"]["dataset_raw"]["did"]],
+                "algorithm": raw_algorithm("x"),
+            }
+        dag_id = unique_dag_id("start_no_defer")
+        with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+            JobEndsBeforeFirstCheckOperator(
+                task_id="start",
+                deferrable=True,
+                poll_interval=0.5,
+                on_failure_callback=record_failure,
+                **inputs,
+            )
+        dr = run_dag(dag)
+
+        assert task_states(dr) == {"start": expected_state}, failure(dag_id, "start")
+        assert triggers_for(xcom(dr, "start", "ocean_job_id")) == []  # finished without deferring
+        if expected_state == "failed":
+            assert "Algorithm provisioning failed" in failure(dag_id, "start")
+
+
+class _HookWhoseJobEndsBeforeTheFirstCheck(OceanComputeHook):
+    """The real hook, but ``start_compute`` returns only once the job has ended (a very fast job)."""
+
+    def start_compute(self, *args: Any, **kwargs: Any) -> JobStatus:
+        job = super().start_compute(*args, **kwargs)
+        wait_terminal(self, job.job_id)
+        return job
+
+
+class JobEndsBeforeFirstCheckOperator(OceanComputeStartOperator):
+    @cached_property
+    def hook(self) -> OceanComputeHook:  # type: ignore[override]
+        return _HookWhoseJobEndsBeforeTheFirstCheck(ocean_conn_id=self.ocean_conn_id)
+
+
+class TestNoWait:
+    def test_returns_right_after_the_start(
+        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+    ) -> None:
+        dag_id = unique_dag_id("start_nowait")
+        dag = start_dag(
+            dag_id,
+            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            algorithm=sleeping_algorithm(50),
+            wait_for_completion=False,
+            deferrable=True,  # ignored without waiting
+        )
+        job_id = None
+        try:
+            started = time.monotonic()
+            dr = run_dag(dag)
+            elapsed = time.monotonic() - started
+            assert dr.state == "success", failure(dag_id, "start")
+            job_id = xcom(dr, "start")
+            assert JOB_ID_RE.match(job_id)
+            assert xcom(dr, "start", "ocean_payment")["datasets"][0]["action"] == "start"
+            # the run is over while the 50 s algorithm still runs
+            assert not hook.get_job_status(job_id).is_terminal
+            assert elapsed < 45
+        finally:
+            stop_if_running(hook, job_id)
+
+
+class TestFailures:
+    @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+    def test_algorithm_provisioning_failure_fails_the_task(
+        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, deferrable: bool
+    ) -> None:
+        dag_id = unique_dag_id("start_status32")
+        dag = start_dag(
+            dag_id,
+            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            algorithm=raw_algorithm("x"),  # <= 10 characters: the sandbox ends it with status 32
+            deferrable=deferrable,
+        )
+        dr = run_dag(dag)
+
+        assert dr.state == "failed"
+        assert task_states(dr) == {"start": "failed"}
+        message = failure(dag_id, "start")
+        assert "OceanJobError" in message
+        assert "Algorithm provisioning failed" in message
+        assert "status 32" in message
+        assert "configrationLog" in message  # the configure log tail explains why
+        job_id = xcom(dr, "start", "ocean_job_id")  # pushed before waiting
+        job = hook.get_job_status(job_id)
+        assert job.status == 32
+        assert job.is_terminal
+
+    @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+    def test_wait_timeout_stops_the_job_and_fails(
+        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, deferrable: bool
+    ) -> None:
+        dag_id = unique_dag_id("start_wait_timeout")
+        dag = start_dag(
+            dag_id,
+            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            algorithm=sleeping_algorithm(40),
+            deferrable=deferrable,
+            wait_timeout=3,
+        )
+        job_id = None
+        try:
+            started = time.monotonic()
+            dr = run_dag(dag)
+            elapsed = time.monotonic() - started
+            job_id = xcom(dr, "start", "ocean_job_id")
+
+            assert task_states(dr) == {"start": "failed"}
+            message = failure(dag_id, "start")
+            assert "did not finish" in message
+            assert "stopped" in message
+            assert elapsed < 30  # it gave up at the wait timeout, not at the job's 40 s
+            job = wait_terminal(hook, job_id, timeout=30)
+            assert job.stopreq == 1  # stopped by the operator (2 would be the engine's max duration)
+            assert job.outcome == "stopped"
+        finally:
+            stop_if_running(hook, job_id)
+
+    @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+    def test_execution_timeout_stops_the_job_before_airflow_kills_the_task(
+        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, deferrable: bool
+    ) -> None:
+        """execution_timeout (minus the 10 s margin) is a wait deadline too: the job is stopped first."""
+        dag_id = unique_dag_id("start_exec_timeout")
+        dag = start_dag(
+            dag_id,
+            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            algorithm=sleeping_algorithm(40),
+            deferrable=deferrable,
+            execution_timeout=timedelta(seconds=14),
+        )
+        job_id = None
+        try:
+            dr = run_dag(dag)
+            job_id = xcom(dr, "start", "ocean_job_id")
+            assert task_states(dr) == {"start": "failed"}
+            message = failure(dag_id, "start")
+            assert "OceanJobError" in message  # our deadline, not Airflow's AirflowTaskTimeout
+            assert "did not finish" in message
+            job = wait_terminal(hook, job_id, timeout=30)
+            assert job.stopreq == 1
+        finally:
+            stop_if_running(hook, job_id)
+
+
+class TestOrderReuse:
+    @pytest.mark.parametrize(
+        "order_validity",
+        [
+            None,
+            timedelta(days=2),
+        ],
+        ids=["default-validity", "order_validity-2d-as-in-scheduled-dag"],
+    )
+    def test_second_run_reuses_the_orders_without_a_transaction(
+        self,
+        hook: OceanComputeHook,
+        sandbox: dict[str, Any],
+        airflow_db: str,
+        order_validity: timedelta | None,
+    ) -> None:
+        dag_id = unique_dag_id("start_reuse")
+        dag = start_dag(
+            dag_id, deferrable=False, order_validity=order_validity, reuse_orders=True, **registered(sandbox)
+        )
+        first_run = run_dag(dag, logical_date=datetime(2026, 2, 1, tzinfo=timezone.utc))
+        assert first_run.state == "success", failure(dag_id, "start")
+        first = xcom(first_run, "start", "ocean_payment")
+        assert [o["action"] for o in orders(first)] == ["start", "start"]
+
+        tokens = [sandbox["assets"]["dataset"]["datatoken"], sandbox["assets"]["algorithm"]["datatoken"]]
+        balances_before = [balance(hook, t) for t in tokens]
+        nonce_before = hook.rpc.get_transaction_count(hook.consumer_address, "latest")
+
+        second_run = run_dag(dag, logical_date=datetime(2026, 2, 2, tzinfo=timezone.utc))
+        assert second_run.state == "success", failure(dag_id, "start")
+        assert second_run.run_id != first_run.run_id
+        second = xcom(second_run, "start", "ocean_payment")
+
+        assert [o["action"] for o in orders(second)] == ["valid", "valid"]
+        assert [o["transfer_tx_id"] for o in orders(second)] == [o["transfer_tx_id"] for o in orders(first)]
+        assert [balance(hook, t) for t in tokens] == balances_before  # no datatoken spent
+        assert hook.rpc.get_transaction_count(hook.consumer_address, "latest") == nonce_before  # no tx
+        assert xcom(second_run, "start") != xcom(first_run, "start")  # but a new job
+        assert hook.get_job_status(xcom(second_run, "start")).is_succeeded
+
+
+class TestStopAndKill:
+    def test_stop_operator_stops_a_running_job(
+        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+    ) -> None:
+        dag_id = unique_dag_id("stop_operator")
+        with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+            start = OceanComputeStartOperator(
+                task_id="start",
+                datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+                algorithm=sleeping_algorithm(40),
+                wait_for_completion=False,
+            )
+            OceanComputeStopOperator(task_id="stop", job_id=start.output, on_failure_callback=record_failure)
+        job_id = None
+        try:
+            dr = run_dag(dag)
+            job_id = xcom(dr, "start")
+            assert task_states(dr) == {"start": "success", "stop": "success"}, failure(dag_id, "stop")
+            before = xcom(dr, "stop")
+            assert before["job_id"] == job_id
+            assert before["date_finished"] is None
+            job = wait_terminal(hook, job_id, timeout=30)
+            assert job.stopreq == 1
+            assert job.outcome == "stopped"
+            assert set(xcoms(dr, "stop")) >= {("stop", "return_value")}
+        finally:
+            stop_if_running(hook, job_id)
+
+    def test_on_kill_stops_the_job_only_when_asked(
+        self, hook: OceanComputeHook, sandbox: dict[str, Any]
+    ) -> None:
+        job_id = hook.run_compute([sandbox["assets"]["dataset_raw"]["did"]], sleeping_algorithm(40))["job_id"]
+        try:
+            kwargs: dict[str, Any] = {"datasets": [sandbox["assets"]["dataset_raw"]["did"]], "algorithm": "x"}
+            keep = OceanComputeStartOperator(task_id="keep", stop_on_kill=False, **kwargs)
+            keep.job_id = job_id
+            keep.on_kill()
+            time.sleep(1.0)
+            assert hook.get_job_status(job_id).stopreq == 0
+
+            stopper = OceanComputeStartOperator(task_id="stopper", **kwargs)
+            stopper.on_kill()  # no job yet: nothing to do, no error
+            stopper.job_id = job_id
+            stopper.on_kill()
+            job = wait_terminal(hook, job_id, timeout=30)
+            assert job.stopreq == 1
+        finally:
+            stop_if_running(hook, job_id)

@@ -1,0 +1,205 @@
+"""Payer-side Escrow calls (``airflow_provider_ocean.escrow``) against the real Escrow on the sandbox chain.
+
+Every test works with fresh wallets funded from ``other`` (ETH + OCEAN), so balances and authorizations of
+different tests never interact. A fresh "node" wallet plays the payee when a test needs existing locks.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import pytest
+from eth_utils import keccak
+
+from airflow_provider_ocean import escrow as esc
+from airflow_provider_ocean.chain import abi
+from airflow_provider_ocean.chain.rpc import JsonRpcClient
+from airflow_provider_ocean.chain.tx import TransactionSender
+from airflow_provider_ocean.exceptions import OceanFeeCapError, OceanInsufficientFundsError
+from tests.sandbox import ocean_client as oc
+
+pytestmark = pytest.mark.chain
+
+ONE = 10**18
+# ocean-node-api.md §7 (selectors and topics recomputed by the reference)
+REFERENCE_SELECTORS = {
+    esc.ESCROW_DEPOSIT: "0x47e7ef24",
+    esc.ESCROW_AUTHORIZE: "0x15fac1cc",
+    esc.ESCROW_GET_USER_FUNDS: "0x3a8ae44f",
+    esc.ESCROW_GET_AUTHORIZATIONS: "0xdc697a5a",
+    esc.ESCROW_GET_LOCKS: "0x7d3d2336",
+    esc.ESCROW_WITHDRAW: "0xde6d6d96",
+}
+REFERENCE_TOPICS = {
+    "Deposit": "0x5548c837ab068cf56a2c2479df0882a4922fd203edb7517321831d95078c5f62",
+    "Auth": "0x118cb6c6a02e26bfdb39cab8d70573499942c4ee3f0d7616d3c4100fe9163d9d",
+    "Lock": "0xb746b0421b0b98debe76bb312ec9fb701603af22ddb107f7e639b0187e4ff880",
+    "Claimed": "0x77aeb72af8b0efaf7fd8c746d2fb78653ae489dd88dea7a851cb354e4cdc4eed",
+    "Canceled": "0x5bcb66e310a3be233290f5d61fba34fe58a0e8045b4678714af2c7986f3a5e50",
+}
+
+
+def _canonical(param: dict[str, Any]) -> str:
+    kind = param["type"]
+    if kind.startswith("tuple"):
+        return "(" + ",".join(_canonical(c) for c in param["components"]) + ")" + kind[5:]
+    return kind
+
+
+def artifact_signatures() -> dict[str, dict[str, Any]]:
+    data = json.loads((resources.files("artifacts") / "Escrow.json").read_text())
+    out = {}
+    for entry in data["abi"]:
+        if entry["type"] in ("function", "event"):
+            signature = f"{entry['name']}({','.join(_canonical(p) for p in entry['inputs'])})"
+            out[signature] = entry
+    return out
+
+
+def test_selectors_and_topics_match_the_escrow_artifact() -> None:
+    signatures = artifact_signatures()
+    for signature, selector in REFERENCE_SELECTORS.items():
+        assert signature in signatures, signature
+        assert "0x" + abi.selector(signature).hex() == selector
+    for call in (esc.ESCROW_CREATE_LOCK, esc.ESCROW_CLAIM_LOCK_AND_WITHDRAW, esc.ESCROW_CANCEL_EXPIRED_LOCK):
+        assert call in signatures, call
+    # outputs decoded by the module
+    outputs = {
+        name: signatures[name]["outputs"] for name in (esc.ESCROW_GET_USER_FUNDS, esc.ESCROW_GET_LOCKS)
+    }
+    assert _canonical(outputs[esc.ESCROW_GET_USER_FUNDS][0]) == esc.FUNDS_TYPE
+    assert _canonical(outputs[esc.ESCROW_GET_LOCKS][0]) == esc.LOCK_TYPE
+    auth_out = signatures[esc.ESCROW_GET_AUTHORIZATIONS]["outputs"][0]
+    assert _canonical(auth_out) == esc.AUTH_TYPE
+    for event in (esc.DEPOSIT_EVENT, esc.LOCK_EVENT, esc.CLAIMED_EVENT, esc.CANCELED_EVENT, esc.AUTH_EVENT):
+        entry = signatures[event.signature]
+        assert tuple(p["indexed"] for p in entry["inputs"]) == event.indexed
+        assert tuple(p["name"] for p in entry["inputs"]) == event.names
+        if event.name != "Auth":
+            assert event.topic0 == REFERENCE_TOPICS[event.name]
+    # ocean-contracts 3.1.0 added `token` to Auth: the reference's topic is that of the 5-argument event
+    assert esc.AUTH_EVENT_V2.topic0 == REFERENCE_TOPICS["Auth"]
+    assert esc.AUTH_EVENT_V2.signature not in signatures
+    assert esc.AUTH_EVENT.topic0 == "0x" + keccak(text=esc.AUTH_EVENT.signature).hex()
+
+
+@pytest.fixture(scope="module")
+def lab(sandbox: dict[str, Any]) -> oc.Lab:
+    return oc.Lab(sandbox)
+
+
+@pytest.fixture
+def user(lab: oc.Lab) -> oc.Wallet:
+    return lab.new_user(ocean=100)
+
+
+def payer_for(sandbox: dict[str, Any], wallet: oc.Wallet) -> tuple[esc.EscrowPayer, JsonRpcClient]:
+    rpc = JsonRpcClient(sandbox["rpc_url"])
+    return esc.EscrowPayer(rpc, sandbox["addresses"]["Escrow"], TransactionSender(rpc, wallet.key)), rpc
+
+
+def test_first_job_deposits_approves_and_authorizes(
+    sandbox: dict[str, Any], lab: oc.Lab, user: oc.Wallet
+) -> None:
+    payer, _rpc = payer_for(sandbox, user)
+    node = oc.Wallet.create().address
+    ocean = lab.ocean
+    plan = payer.prepare(token=ocean, payee=node, amount=3 * ONE, min_lock_seconds=4200, max_fee=5 * ONE)
+    assert plan.deposit == 3 * ONE
+    assert plan.approve == 3 * ONE
+    assert plan.authorize == (3 * ONE, 4200, 1)
+    assert set(plan.transactions) == {"approve", "deposit", "authorize"}
+    assert payer.funds(user.address, ocean) == esc.EscrowFunds(3 * ONE, 0)
+    (auth,) = payer.authorizations(user.address, ocean, node)
+    assert (auth.max_locked_amount, auth.max_lock_seconds, auth.max_lock_counts) == (3 * ONE, 4200, 1)
+    assert auth.fits(3 * ONE, 4200)
+    assert oc.balance_of(lab.chain, ocean, user.address) == 97 * ONE
+    # the Auth event of the deployed contract carries the token
+    receipt = lab.chain.receipt(plan.transactions["authorize"])
+    (event,) = abi.decode_events(esc.AUTH_EVENT, receipt)
+    assert event["token"] == ocean
+    assert event["payer"] == user.address
+
+    again = payer.prepare(token=ocean, payee=node, amount=3 * ONE, min_lock_seconds=4200)
+    assert not again.needs_transactions
+    assert again.transactions == {}
+
+
+def test_top_up_only_the_shortfall_and_keep_larger_limits(
+    sandbox: dict[str, Any], lab: oc.Lab, user: oc.Wallet
+) -> None:
+    payer, _rpc = payer_for(sandbox, user)
+    node = oc.Wallet.create().address
+    ocean = lab.ocean
+    payer.prepare(token=ocean, payee=node, amount=2 * ONE, min_lock_seconds=9000, lock_counts=5)
+    plan = payer.plan(payer=user.address, token=ocean, payee=node, amount=5 * ONE, min_lock_seconds=4000)
+    assert plan.deposit == 3 * ONE  # available 2, needs 5
+    # maxLockedAmount raised to fit, the larger maxLockSeconds and maxLockCounts are kept
+    assert plan.authorize == (5 * ONE, 9000, 5)
+    payer.execute(plan)
+    assert payer.funds(user.address, ocean).available == 5 * ONE
+    smaller = payer.plan(payer=user.address, token=ocean, payee=node, amount=1 * ONE, min_lock_seconds=100)
+    assert smaller.deposit == 0
+    assert smaller.authorize is None
+
+
+def test_limits_account_for_existing_locks(sandbox: dict[str, Any], lab: oc.Lab, user: oc.Wallet) -> None:
+    payer, rpc = payer_for(sandbox, user)
+    node = lab.new_user()  # the payee that holds locks
+    ocean = lab.ocean
+    payer.prepare(token=ocean, payee=node.address, amount=4 * ONE, min_lock_seconds=3600)
+    # the node locks 4 OCEAN for a job, exactly as Ocean Node does at start
+    receipt = oc.ok(
+        lab.chain.send(
+            node.key,
+            sandbox["addresses"]["Escrow"],
+            abi.encode_call(
+                esc.ESCROW_CREATE_LOCK, esc.job_id_hash("job-1"), ocean, user.address, 4 * ONE, 3600
+            ),
+        )
+    )
+    assert receipt
+    (auth,) = payer.authorizations(user.address, ocean, node.address)
+    assert (auth.current_locked_amount, auth.current_locks) == (4 * ONE, 1)
+    assert not auth.fits(1 * ONE, 3600)
+    (lock,) = [
+        lk for lk in payer.locks(node.address, payer=user.address) if lk.job_id == esc.job_id_hash("job-1")
+    ]
+    assert (lock.amount, lock.payer, lock.token) == (4 * ONE, user.address, ocean)
+    plan = payer.plan(
+        payer=user.address, token=ocean, payee=node.address, amount=2 * ONE, min_lock_seconds=3600
+    )
+    assert plan.deposit == 2 * ONE  # the 4 locked are not available
+    assert plan.authorize == (6 * ONE, 3600, 2)  # currentLocked + amount, currentLocks + 1
+    payer.execute(plan)
+    assert payer.authorizations(user.address, ocean, node.address)[0].fits(2 * ONE, 3600)
+
+
+def test_fee_cap_refuses_before_spending(sandbox: dict[str, Any], lab: oc.Lab, user: oc.Wallet) -> None:
+    payer, rpc = payer_for(sandbox, user)
+    node = oc.Wallet.create().address
+    nonce_before = rpc.get_transaction_count(user.address, "latest")
+    balance_before = oc.balance_of(lab.chain, lab.ocean, user.address)
+    with pytest.raises(OceanFeeCapError, match="above max_fee"):
+        payer.prepare(token=lab.ocean, payee=node, amount=10 * ONE, min_lock_seconds=60, max_fee=9 * ONE)
+    assert rpc.get_transaction_count(user.address, "latest") == nonce_before
+    assert oc.balance_of(lab.chain, lab.ocean, user.address) == balance_before
+    assert payer.authorizations(user.address, lab.ocean, node) == []
+
+
+def test_missing_tokens_are_refused_before_spending(sandbox: dict[str, Any], lab: oc.Lab) -> None:
+    poor = lab.new_user(ocean=1)
+    payer, rpc = payer_for(sandbox, poor)
+    with pytest.raises(OceanInsufficientFundsError, match="holds"):
+        payer.prepare(token=lab.ocean, payee=oc.Wallet.create().address, amount=2 * ONE, min_lock_seconds=60)
+    assert rpc.get_transaction_count(poor.address, "latest") == 0
+
+
+def test_withdraw_returns_unlocked_funds(sandbox: dict[str, Any], lab: oc.Lab, user: oc.Wallet) -> None:
+    payer, _rpc = payer_for(sandbox, user)
+    payer.prepare(token=lab.ocean, payee=oc.Wallet.create().address, amount=2 * ONE, min_lock_seconds=60)
+    payer.withdraw(lab.ocean, 2 * ONE)
+    assert payer.funds(user.address, lab.ocean) == esc.EscrowFunds(0, 0)
+    assert oc.balance_of(lab.chain, lab.ocean, user.address) == 100 * ONE
