@@ -1,0 +1,41 @@
+"""Smoke runs of the benchmark scripts (``benchmarks/*.py --small``): each starts its own sandbox, prints
+its figures and exits 0. Timing goals are not enforced in ``--small`` runs (the machine is shared); the
+structural ones (request counts, memory, lazy imports, orders in flight together) are.
+
+The figures themselves come from the full runs (``python benchmarks/<name>.py``), see
+``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.chain]
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = ["batched_polling", "stream_results", "pay_start", "dag_parse_cost"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_small_run_prints_its_figures_and_passes(name: str, tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("AIRFLOW_CONN_OCEAN_DEFAULT", "BENCH_AIRFLOW_HOME")
+    }
+    env["TMPDIR"] = str(tmp_path)  # every temporary directory of the run lands here
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--small"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    report = f"stdout:\n{out.stdout[-4000:]}\nstderr:\n{out.stderr[-4000:]}"
+    assert out.returncode == 0, report
+    assert f"FIGURES {name} {{" in out.stdout, report
+    assert f"RESULT {name}: PASS" in out.stdout, report
