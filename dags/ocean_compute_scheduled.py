@@ -1,8 +1,11 @@
-"""A daily compute-to-data job that reuses still-valid orders instead of paying again each day.
+"""A daily compute-to-data job that reuses still-valid orders instead of paying again.
 
-The orders are bought for ``order_validity`` (two days here); each run hands the previous run's order
-transactions to the Provider, which answers ``validOrder`` while they are still valid, so no transaction
-is sent. Results are partitioned by the logical date.
+Each run hands the previous run's order transactions (its ``ocean_payment`` XCom) to the Provider. While
+an order is still valid - younger than the dataset service's ``timeout`` and with a provider fee that
+covers the job - the Provider answers ``validOrder`` and no transaction is sent; otherwise it asks for a
+new order (or a ``reuseOrder`` with a new fee) and the operator pays exactly that. The chain decides, not
+memory. Publishers choose the service timeout: with the sandbox's one-hour timeout a daily run buys new
+orders, while retries and reruns within the hour reuse them. Results are partitioned by the logical date.
 
 Variables as for ``ocean_compute_example``.
 """
