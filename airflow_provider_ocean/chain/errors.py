@@ -29,7 +29,15 @@ class RpcError(ChainError):
 
 
 class RpcUnavailableError(ChainError):
-    """The JSON-RPC node could not be reached or answered something that is not JSON-RPC."""
+    """The JSON-RPC node could not be reached or answered something that is not JSON-RPC.
+
+    :param message: what happened.
+    :param transient: worth another attempt (no answer, a timeout, a reset, HTTP 429 or 5xx).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
 
 
 class ReceiptTimeoutError(ChainError):

@@ -9,11 +9,19 @@ import time
 from typing import Any
 
 import requests
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from airflow_provider_ocean.chain.abi import decode_revert_reason
 from airflow_provider_ocean.chain.errors import ReceiptTimeoutError, RpcError, RpcUnavailableError
 
 log = logging.getLogger(__name__)
+
+#: Methods that change state: never repeated by the client (the transaction layer decides).
+NOT_RETRIED = frozenset({"eth_sendRawTransaction", "eth_sendTransaction"})
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, RpcUnavailableError) and exc.transient
 
 
 def to_hex(value: int) -> str:
@@ -37,14 +45,26 @@ class JsonRpcClient:
     :param timeout: read timeout in seconds for each call.
     :param verify: verify TLS certificates.
     :param session: an optional ``requests.Session`` to reuse connections.
+    :param retries: attempts for a read that failed transiently (no answer, a timeout, a reset, HTTP
+        429 or 5xx); ``eth_sendRawTransaction`` is sent once, whatever happens.
+    :param retry_delay: base of the exponential backoff between attempts, in seconds (plus jitter).
     """
 
     def __init__(
-        self, url: str, *, timeout: float = 30.0, verify: bool = True, session: requests.Session | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        verify: bool = True,
+        session: requests.Session | None = None,
+        retries: int = 3,
+        retry_delay: float = 0.5,
     ) -> None:
         self.url = url
         self.timeout = timeout
         self.verify = verify
+        self.retries = max(1, retries)
+        self.retry_delay = retry_delay
         self._session = session or requests.Session()
         self._ids = itertools.count(1)
         self._id_lock = threading.Lock()
@@ -53,11 +73,29 @@ class JsonRpcClient:
         return f"JsonRpcClient({self.url!r})"
 
     def request(self, method: str, params: list[Any] | None = None) -> Any:
-        """Call ``method`` and return its ``result``.
+        """Call ``method`` and return its ``result``; reads are retried on transient failures.
 
         :raises RpcError: the node answered with an error object.
         :raises RpcUnavailableError: the node could not be reached or did not answer JSON-RPC.
         """
+        if method in NOT_RETRIED or self.retries == 1:
+            return self._request_once(method, params)
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries),
+            wait=wait_exponential(multiplier=self.retry_delay, max=10) + wait_random(0, self.retry_delay),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+            before_sleep=lambda state: log.warning(
+                "RPC %s failed (attempt %s of %s), retrying: %s",
+                method,
+                state.attempt_number,
+                self.retries,
+                state.outcome.exception() if state.outcome else "",
+            ),
+        )
+        return retrying(self._request_once, method, params)
+
+    def _request_once(self, method: str, params: list[Any] | None) -> Any:
         with self._id_lock:
             request_id = next(self._ids)
         payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or []}
@@ -67,13 +105,14 @@ class JsonRpcClient:
             )
         except requests.RequestException as exc:
             raise RpcUnavailableError(
-                f"RPC {self.url} unreachable for {method}: {type(exc).__name__}"
+                f"RPC {self.url} unreachable for {method}: {type(exc).__name__}", transient=True
             ) from exc
         try:
             body = response.json()
         except ValueError:
             raise RpcUnavailableError(
-                f"RPC {self.url} answered {method} with HTTP {response.status_code} and no JSON-RPC body"
+                f"RPC {self.url} answered {method} with HTTP {response.status_code} and no JSON-RPC body",
+                transient=response.status_code == 429 or response.status_code >= 500,
             ) from None
         if not isinstance(body, dict):
             raise RpcUnavailableError(f"RPC {self.url} answered {method} with a non-object body")
