@@ -560,7 +560,10 @@ class OceanNodeClient:
                     headers=headers,
                     **({"params": body} if in_query else {"json_body": body}),
                 )
-            with self.nonces.reserve(self.base_url, address, lambda: self.get_nonce(address)) as nonce:
+            # Always read the stored nonce: the node refuses a low one on some commands with an
+            # indistinct 500 (stop), so a refusal cannot be recognised and re-signed there.
+            fetch = lambda: self.get_nonce(address)  # noqa: E731
+            with self.nonces.reserve(self.base_url, address, fetch, refresh=True) as nonce:
                 body["nonce"] = str(int(nonce))
                 body["signature"] = signer.sign(node_message(address, nonce, command))
                 return self._send_once(

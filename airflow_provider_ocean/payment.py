@@ -375,6 +375,8 @@ class PaymentPlan:
     :param acquisitions: datatoken purchases / dispenses to do first.
     :param gas: total gas budgeted.
     :param gas_price: price per gas used for the budget.
+    :param fees: the fee fields (``gasPrice`` or EIP-1559 fields) read for the budget; every transaction
+        of the payment is sent with them, so the budget checked is the price paid.
     """
 
     orders: list[_Planned]
@@ -383,6 +385,7 @@ class PaymentPlan:
     acquisitions: list[_Acquisition] = field(default_factory=list)
     gas: int = 0
     gas_price: int = 0
+    fees: dict[str, int] = field(default_factory=dict)
 
 
 class OrderPayer:
@@ -700,7 +703,7 @@ class OrderPayer:
             fees = self.sender.fee_fields()
             price = int(fees.get("maxFeePerGas") or fees.get("gasPrice") or 0)
             native = self.rpc.get_balance(self.payer)
-        plan.gas, plan.gas_price = gas, price
+        plan.gas, plan.gas_price, plan.fees = gas, price, fees
         if gas * price > native:
             raise OceanInsufficientFundsError(
                 f"{self.payer} holds {native} wei but the transactions of this payment may cost up to "
@@ -732,29 +735,36 @@ class OrderPayer:
 
         :param plan: the plan from :meth:`plan`.
         """
+        fees = plan.fees or None
         for acquisition in plan.acquisitions:
-            self._acquire(acquisition)
+            self._acquire(acquisition, fees)
         if plan.approvals:
-            sent = [
-                self._send(
-                    token,
-                    abi.encode_call(abi.ERC20_APPROVE, to_checksum_address(spender), amount),
-                    f"approve {amount} of {token} to {spender}",
-                )
-                for token, spender, amount in plan.approvals
-            ]
+            with self.sender.batch():
+                sent = [
+                    self._send(
+                        token,
+                        abi.encode_call(abi.ERC20_APPROVE, to_checksum_address(spender), amount),
+                        f"approve {amount} of {token} to {spender}",
+                        fees=fees,
+                    )
+                    for token, spender, amount in plan.approvals
+                ]
             for item in sent:
                 self._wait(item)
 
         sent_orders: list[tuple[_Planned, SentTransaction]] = []
-        for item in plan.orders:
-            if item.action == "valid":
-                continue
-            datatoken = to_checksum_address(item.request.datatoken)
-            what = f"{item.action}Order on {datatoken} for {item.request.did}"
-            sent_orders.append(
-                (item, self._send(datatoken, item.data, what, gas=item.gas or None, paid=sent_orders))
-            )
+        # One hold of the nonce lock for all orders: one pending-count read, consecutive nonces, and
+        # the orders reach the node back to back (mined together).
+        with self.sender.batch():
+            for item in plan.orders:
+                if item.action == "valid":
+                    continue
+                datatoken = to_checksum_address(item.request.datatoken)
+                what = f"{item.action}Order on {datatoken} for {item.request.did}"
+                sent = self._send(
+                    datatoken, item.data, what, gas=item.gas or None, paid=sent_orders, fees=fees
+                )
+                sent_orders.append((item, sent))
         tx_ids: dict[int, str] = {}
         for item, sent in sent_orders:
             receipt = self._wait(sent, paid=sent_orders)
@@ -785,19 +795,21 @@ class OrderPayer:
             )
         return out
 
-    def _acquire(self, acquisition: _Acquisition) -> None:
+    def _acquire(self, acquisition: _Acquisition, fees: dict[str, int] | None = None) -> None:
         if acquisition.kind == "dispense":
             data = abi.encode_call(
                 abi.DISPENSER_DISPENSE, acquisition.datatoken, acquisition.amount, self.payer
             )
-            self._wait(self._send(acquisition.contract, data, f"dispense {acquisition.datatoken}"))
+            self._wait(self._send(acquisition.contract, data, f"dispense {acquisition.datatoken}", fees=fees))
             log.info("Dispensed %s of datatoken %s", acquisition.amount, acquisition.datatoken)
             return
         assert acquisition.base_token is not None
         if acquisition.needs_approval:
             approve = abi.encode_call(abi.ERC20_APPROVE, acquisition.contract, acquisition.base_cost)
             self._wait(
-                self._send(acquisition.base_token, approve, f"approve {acquisition.base_token} to FRE")
+                self._send(
+                    acquisition.base_token, approve, f"approve {acquisition.base_token} to FRE", fees=fees
+                )
             )
         buy = abi.encode_call(
             abi.FRE_BUY_DT,
@@ -807,7 +819,7 @@ class OrderPayer:
             ZERO_ADDRESS,
             0,
         )
-        self._wait(self._send(acquisition.contract, buy, f"buyDT {acquisition.datatoken}"))
+        self._wait(self._send(acquisition.contract, buy, f"buyDT {acquisition.datatoken}", fees=fees))
         log.info(
             "Bought %s of datatoken %s for %s of %s",
             acquisition.amount,
@@ -824,9 +836,10 @@ class OrderPayer:
         *,
         gas: int | None = None,
         paid: list[tuple[_Planned, SentTransaction]] | None = None,
+        fees: dict[str, int] | None = None,
     ) -> SentTransaction:
         with _translate(what, paid=paid):
-            return self.sender.send(to_checksum_address(to), data, gas=gas, what=what)
+            return self.sender.send(to_checksum_address(to), data, gas=gas, what=what, fees=fees)
 
     def _wait(
         self, sent: SentTransaction, *, paid: list[tuple[_Planned, SentTransaction]] | None = None

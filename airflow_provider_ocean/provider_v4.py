@@ -536,7 +536,8 @@ class ProviderV4Client:
         address = signer.address
         attempts = 2 if retry_nonce else 1
         for attempt in range(1, attempts + 1):
-            with self.nonces.reserve(self.base_url, address, lambda: self.get_nonce(address)) as nonce:
+            fetch = lambda: self.get_nonce(address)  # noqa: E731
+            with self.nonces.reserve(self.base_url, address, fetch, refresh=attempt > 1) as nonce:
                 message, payload = build(nonce)
                 payload["signature"] = signer.sign(message)
                 body = {"params": payload} if in_query else {"json_body": payload}

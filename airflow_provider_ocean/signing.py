@@ -162,6 +162,8 @@ class NonceAllocator:
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._last: dict[tuple[str, str], int] = {}
+        # the Provider's stored nonce as last read, per wallet (a lower bound: only ever grows)
+        self._stored: dict[tuple[str, str], int] = {}
         # key -> (locked file or None, depth) while this process holds the wallet's lock
         self._held: dict[tuple[str, str], tuple[IO[str] | None, int]] = {}
 
@@ -219,16 +221,34 @@ class NonceAllocator:
             return str(nonce)
 
     @contextmanager
-    def reserve(self, provider_url: str, address: str, fetch_stored: Callable[[], Any]) -> Iterator[str]:
-        """Hold the per-wallet locks, fetch the stored nonce and yield the next one.
+    def reserve(
+        self,
+        provider_url: str,
+        address: str,
+        fetch_stored: Callable[[], Any],
+        *,
+        refresh: bool = False,
+    ) -> Iterator[str]:
+        """Hold the per-wallet locks and yield the next nonce.
+
+        The Provider's stored nonce is only asked for (``fetch_stored``) when nothing on this host has
+        signed for the wallet at this Provider yet, or with ``refresh``: otherwise the nonces this
+        process and the lock file handed out already bound it, and ``now_ms`` keeps rising. A Provider
+        that stored a higher nonce (another host or client) refuses ours before doing anything; the
+        caller then asks again with ``refresh=True``.
 
         :param provider_url: the Provider base URL.
         :param address: the exact address string the nonce is for.
         :param fetch_stored: returns the Provider's stored nonce (``GET /api/services/nonce``).
+        :param refresh: read the stored nonce whatever is known (after a refusal).
         """
         key = self._key(provider_url, address)
-        with self._wallet_lock(key):
-            yield self.next_nonce(provider_url, address, fetch_stored())
+        with self._wallet_lock(key) as handle:
+            known = key in self._stored or key in self._last or read_counter(handle) > 0
+            if refresh or not known:
+                stored = parse_stored_nonce(fetch_stored())
+                self._stored[key] = max(stored, self._stored.get(key, 0))
+            yield self.next_nonce(provider_url, address, self._stored.get(key, 0))
 
     def last_sent(self, provider_url: str, address: str) -> int | None:
         """Return the last nonce this process handed out for this (Provider, address), if any.

@@ -8,6 +8,8 @@ the real contracts are exercised by the sandbox tests (tests/hooks/test_ocean_sa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,9 +176,24 @@ class FakeChain:
     def fee_fields(self) -> dict[str, int]:
         return {"gasPrice": 1_000}
 
-    def send(self, to: str, data: bytes, *, gas: int | None = None, what: str = "tx", **_: Any) -> Sent:
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        self.events.append("batch:begin")
+        yield
+        self.events.append("batch:end")
+
+    def send(
+        self,
+        to: str,
+        data: bytes,
+        *,
+        gas: int | None = None,
+        what: str = "tx",
+        fees: dict[str, int] | None = None,
+        **_: Any,
+    ) -> Sent:
         tx_hash = "0x" + keccak(len(self.sent).to_bytes(4, "big") + data).hex()
-        sent = Sent(tx_hash, {"to": to, "data": data, "gas": gas}, what)
+        sent = Sent(tx_hash, {"to": to, "data": data, "gas": gas, "fees": fees}, what)
         self.sent.append(sent)
         self.events.append(f"send:{self._kind(data)}:{to}")
         return sent
@@ -468,9 +485,22 @@ class TestExecution:
             [start_request(), start_request(DT2, DID2, "0", 0), algo], consumer=ENGINE
         )
         assert [p.role for p in paid] == ["dataset", "dataset", "algorithm"]
-        kinds = [e for e in chain.events if e.startswith(("send", "wait"))]
-        assert [k.split(":")[0] for k in kinds] == ["send"] * 3 + ["wait"] * 3
+        kinds = [e for e in chain.events if e.startswith(("send", "wait", "batch"))]
+        # all three orders in one hold of the nonce lock (one pending-count read), then the receipts
+        assert [k.split(":")[0] for k in kinds] == ["batch"] + ["send"] * 3 + ["batch"] + ["wait"] * 3
         assert len({p.transfer_tx_id for p in paid}) == 3
+
+    def test_every_transaction_is_sent_at_the_fee_the_budget_checked(self):
+        chain = funded()
+        chain.allowances.clear()
+        request = start_request(amount=3 * ONE, token=OCEAN)
+        payer = payer_for(chain)
+        plan = payer.plan([request, start_request(DT2, DID2, "0", 0)], consumer=ENGINE, max_fee=3 * ONE)
+        assert plan.fees == {"gasPrice": 1_000}
+        assert plan.gas_price == 1_000
+        payer.execute(plan)
+        assert [FakeChain._kind(s.tx["data"]) for s in chain.sent] == ["approve", "start", "start"]
+        assert all(s.tx["fees"] == {"gasPrice": 1_000} for s in chain.sent)
 
     def test_paid_fee_is_approved_first(self):
         chain = funded()

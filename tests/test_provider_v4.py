@@ -687,6 +687,27 @@ class TestStatusStopDelete:
             client.stop_job(signer, JOB_ID)
         nonces = [int(c.json["nonce"]) for c in server.calls("PUT", "/api/services/compute")]
         assert nonces == sorted(set(nonces))
+        # the stored nonce is read once: after that the nonces handed out bound it
+        assert len(server.calls("GET", "/api/services/nonce")) == 1
+
+    def test_a_refusal_reads_the_stored_nonce_again_and_signs_above_it(self, server, signer):
+        """Another client raised the stored nonce past ours: the refused call is re-signed above it."""
+        client = make_client(server.url)
+        nonce_route(server, "1")
+        server.routes[("PUT", "/api/services/compute")] = Reply(body=[])
+        client.stop_job(signer, JOB_ID)
+        ahead = "1900000000000000000"
+        nonce_route(server, ahead)
+        refusal = Reply(
+            400, {"errors": {"signature": f"Invalid signature expected nonce ({ahead}) > current."}}
+        )
+        answers = iter([refusal, Reply(body=[])])
+        server.routes[("PUT", "/api/services/compute")] = lambda _request: next(answers)
+        client.stop_job(signer, JOB_ID)
+        calls = server.calls("PUT", "/api/services/compute")
+        assert len(calls) == 3
+        assert int(calls[1].json["nonce"]) < int(ahead) < int(calls[2].json["nonce"])
+        assert len(server.calls("GET", "/api/services/nonce")) == 2
 
 
 class TestDownload:

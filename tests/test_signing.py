@@ -218,6 +218,30 @@ class TestNonceAllocator:
         assert len(results) == 1600
         assert len(set(results)) == 1600
 
+    def test_reserve_reads_the_stored_nonce_only_when_nothing_bounds_it(self, tmp_path):
+        reads: list[str] = []
+
+        def fetch() -> str:
+            reads.append("read")
+            return "5000"
+
+        allocator = NonceAllocator(clock=lambda: 100, lock_dir=str(tmp_path))
+        values = []
+        for refresh in (False, False, True, False):
+            with allocator.reserve(self.URL, ADDRESS, fetch, refresh=refresh) as nonce:
+                values.append(int(nonce))
+        assert values == [5001, 5002, 5003, 5004]
+        assert len(reads) == 2  # the first reservation, and the refresh
+        # another process of this host: the lock file's counter bounds the stored nonce, no read
+        other = NonceAllocator(clock=lambda: 100, lock_dir=str(tmp_path))
+        with other.reserve(self.URL, ADDRESS, fetch) as nonce:
+            assert int(nonce) == 5005
+        assert len(reads) == 2
+        # a process on a host that never signed for this wallet reads it
+        with NonceAllocator(clock=lambda: 100).reserve(self.URL, ADDRESS, fetch) as nonce:
+            assert int(nonce) == 5001
+        assert len(reads) == 3
+
     def test_reserve_holds_the_wallet_lock_during_the_request(self):
         allocator = NonceAllocator(clock=lambda: 100)
         inside = threading.Event()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +126,9 @@ class TransactionSender:
         self.lock_dir = default_lock_dir() if lock_dir == DEFAULT_LOCK_DIR else lock_dir
         self._next_nonce: int | None = None
         self._chain_id: int | None = None
+        # thread holding the nonce lock through batch(), and whether it read the pending count yet
+        self._batch_owner: int | None = None
+        self._batch_counted = False
 
     def __repr__(self) -> str:
         return f"TransactionSender(address={self.address!r}, rpc={self.rpc.url!r})"
@@ -180,9 +183,37 @@ class TransactionSender:
             with file_lock(self.lock_dir, lock_name("chain-nonce", str(self.chain_id), self.address.lower())):
                 yield
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Send several transactions back to back under one hold of :meth:`nonce_lock`.
+
+        The pending count is read once, by the first :meth:`send` of the batch; the following ones take
+        the next nonces in turn (nobody else can use the account's nonces meanwhile, except another host
+        with the same key, which the "nonce too low" path of :meth:`send` absorbs). Keep only
+        broadcasts inside: other senders of the account wait for the batch to end. Re-entrant.
+        """
+        me = threading.get_ident()
+        if self._batch_owner == me:
+            yield
+            return
+        with self.nonce_lock():
+            self._batch_owner, self._batch_counted = me, False
+            try:
+                yield
+            finally:
+                self._batch_owner, self._batch_counted = None, False
+
     def _reserve_nonce(self) -> int:
-        pending = self.rpc.get_transaction_count(self.address, "pending")
-        nonce = pending if self._next_nonce is None else max(pending, self._next_nonce)
+        if (
+            self._batch_owner == threading.get_ident()
+            and self._batch_counted
+            and self._next_nonce is not None
+        ):
+            nonce = self._next_nonce
+        else:
+            pending = self.rpc.get_transaction_count(self.address, "pending")
+            nonce = pending if self._next_nonce is None else max(pending, self._next_nonce)
+            self._batch_counted = self._batch_owner == threading.get_ident()
         self._next_nonce = nonce + 1
         return nonce
 
@@ -205,7 +236,8 @@ class TransactionSender:
         sent - never re-signed with another nonce - and :meth:`wait` looks for it or rebroadcasts it.
         """
         tx = self.build(to, data, value=value, gas=gas, fees=fees)
-        with self.nonce_lock():
+        in_batch = self._batch_owner == threading.get_ident()
+        with nullcontext() if in_batch else self.nonce_lock():
             tx["nonce"] = self._reserve_nonce()
             for attempt in range(4):
                 signable = {k: v for k, v in tx.items() if k != "from"}

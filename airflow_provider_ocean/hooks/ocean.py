@@ -276,6 +276,9 @@ class OceanComputeHook(BaseHook):
         self.timeout = timeout
         self.retry_limit = retry_limit
         self.retry_delay = retry_delay
+        # Order txs this hook sent (startOrder/reuseOrder) and has not used in a start yet: no job can
+        # carry them as agreementId, so a start on them needs no look at the existing jobs first.
+        self._unstarted_orders: set[str] = set()
 
     def __repr__(self) -> str:
         return f"OceanComputeHook(ocean_conn_id={self.ocean_conn_id!r})"
@@ -671,6 +674,8 @@ class OceanComputeHook(BaseHook):
         algorithm_orders = [p for p in paid if p.role == "algorithm"]
         for order in paid:
             self.log.info("%s %s: %s via %s", order.role, order.did, order.action, order.transfer_tx_id)
+            if order.action in ("start", "reuse"):
+                self._unstarted_orders.add(order.transfer_tx_id.lower())
         return {
             "environment": env.id,
             "consumer_address": env.consumer_address,
@@ -761,8 +766,11 @@ class OceanComputeHook(BaseHook):
             [b.get("transferTxId") for b in dataset_bodies] + [algorithm_body.get("transferTxId")]
         )
         # Jobs already using these orders (one order may start many jobs one after the other): a job
-        # created by this attempt is one that is not among them.
-        before = self.jobs_with_agreements(transfer_tx_ids)
+        # created by this attempt is one that is not among them. Orders this hook has just sent and never
+        # started with cannot be in use: no need to ask.
+        fresh = bool(transfer_tx_ids) and all(t.lower() in self._unstarted_orders for t in transfer_tx_ids)
+        before = [] if fresh else self.jobs_with_agreements(transfer_tx_ids)
+        self._unstarted_orders.difference_update(t.lower() for t in transfer_tx_ids)
         attempt = {
             "provider_url": self.settings.provider_url,
             "owner": self.consumer_address,

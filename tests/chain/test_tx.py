@@ -88,3 +88,32 @@ def test_rpc_error_object(rpc: JsonRpcClient) -> None:
     with pytest.raises(RpcError) as excinfo:
         rpc.request("eth_noSuchMethod")
     assert excinfo.value.method == "eth_noSuchMethod"
+
+
+def test_a_batch_reads_the_pending_count_once_and_uses_consecutive_nonces(
+    rpc: JsonRpcClient, sandbox: dict
+) -> None:
+    counted = JsonRpcClient(sandbox["rpc_url"])
+    methods: list[str] = []
+    original = counted.request
+
+    def request(method: str, params: list | None = None) -> object:
+        methods.append(method)
+        return original(method, params)
+
+    counted.request = request  # type: ignore[method-assign]
+    sender = TransactionSender(counted, sandbox["other"]["key"])
+    fees = sender.fee_fields()
+    with sender.batch():
+        sent = [sender.send(sender.address, b"", value=i + 1, gas=21_000, fees=fees) for i in range(3)]
+    nonces = [s.tx["nonce"] for s in sent]
+    assert nonces == list(range(nonces[0], nonces[0] + 3))
+    assert methods.count("eth_getTransactionCount") == 1
+    assert methods.count("eth_gasPrice") == 1  # the fee fields read once, for the whole batch
+    assert all(int(sender.wait(s)["status"], 16) == 1 for s in sent)
+    # after the batch, the next send looks at the chain again (another sender may have used nonces)
+    TransactionSender(rpc, sandbox["other"]["key"]).transact(sandbox["other"]["address"], b"", gas=21_000)
+    after = sender.send(sender.address, b"", gas=21_000, fees=fees)
+    assert after.tx["nonce"] == nonces[-1] + 2
+    assert methods.count("eth_getTransactionCount") == 2
+    sender.wait(after)
