@@ -283,6 +283,37 @@ class TestJobs:
         files = download_all(hook, job, tmp_path)
         assert json.loads(files["summary.json"].read_text())["inputs"] == 2
 
+    def test_a_start_on_orders_just_paid_skips_the_job_list_and_a_later_one_does_not(
+        self, hook, sandbox, monkeypatch
+    ):
+        """No job can carry an order this hook paid a moment ago: the start goes without a job list.
+
+        A start on the same orders from another hook (a retried task reusing the payment it stored) does
+        look first, so that a job it started before is recognised.
+        """
+        looked: list[list[str]] = []
+        original = OceanComputeHook.jobs_with_agreements
+
+        def spy(self: OceanComputeHook, transfer_tx_ids: Any) -> list[JobStatus]:
+            looked.append(list(transfer_tx_ids))
+            return original(self, transfer_tx_ids)
+
+        monkeypatch.setattr(OceanComputeHook, "jobs_with_agreements", spy)
+        dataset, algorithm = assets(sandbox)["dataset"], {"did": assets(sandbox)["algorithm"]["did"]}
+        payment = hook.pay_for_compute([dataset["did"]], algorithm)
+        first = hook.start_compute([dataset["did"]], algorithm, payment=payment)
+        assert looked == []
+        wait_terminal(hook, first.job_id)
+        retried = OceanComputeHook(hook.ocean_conn_id, retry_delay=0.2)
+        second = retried.start_compute([dataset["did"]], algorithm, payment=payment)
+        assert looked == [tx_ids(payment)]
+        assert second.job_id != first.job_id
+        wait_terminal(hook, second.job_id)
+        # the same hook, the same orders again: no longer fresh, it looks too
+        third = hook.start_compute([dataset["did"]], algorithm, payment=payment)
+        assert len(looked) == 2
+        wait_terminal(hook, third.job_id)
+
     def test_list_and_unknown_job(self, hook, sandbox):
         result = hook.run_compute(
             [assets(sandbox)["dataset"]["did"]], {"did": assets(sandbox)["algorithm"]["did"]}
@@ -405,3 +436,11 @@ class TestProviderBehaviour:
         assert fresh_hook.provider.get_nonce(signer.address) == poisoned
         fresh_hook.stop_job("0" * 32)  # signed with stored + 1: accepted
         assert int(fresh_hook.provider.get_nonce(signer.address)) == int(poisoned) + 1
+        # Known to this process now, the stored nonce is not read again before each request; when
+        # another client pushes it further, the Provider refuses ours and the stop is re-signed above.
+        later = str(time.time_ns() + 10**12)
+        body = {"consumerAddress": signer.address, "jobId": "0" * 32, "nonce": later}
+        body["signature"] = signer.sign(job_message(signer.address, "0" * 32, None, later))
+        requests.put(sandbox["provider_url"] + "/api/services/compute", json=body, timeout=30)
+        fresh_hook.stop_job("0" * 32)
+        assert int(fresh_hook.provider.get_nonce(signer.address)) == int(later) + 1
