@@ -18,16 +18,34 @@ from Provider v4 (ocean-node-api.md):
 The payment dict keeps the v4 keys the operators read (``environment``, ``datasets``, ``algorithm`` with
 one entry per input) and adds ``backend: "ocean_node"`` and ``ocean_node: {...}`` (free, token, quote,
 escrow plan, options).
+
+Exactly once: a node job has no identity the client knows before the answer (free jobs carry no order at
+all; a paid job's agreementId is the node's own lock transaction), so every start is tagged with a fresh
+random id in the job's ``metadata`` (``{START_TAG_KEY: id}``; the node stores it and returns it in every
+status entry). A start whose outcome is unknown (connection lost after sending, 5xx, unreadable answer)
+is resolved by looking for the job carrying that tag, never by starting again; the id is also handed to
+``on_attempt`` so that a later try can look for it (:meth:`OceanNodeBackend.find_started_job`). A node
+that dropped ``metadata`` could not be matched: lookups would then find nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+import uuid
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_provider_ocean.exceptions import OceanConfigError, OceanJobNotFoundError, OceanValidationError
+from airflow_provider_ocean.exceptions import (
+    OceanConfigError,
+    OceanConnectionError,
+    OceanError,
+    OceanJobNotFoundError,
+    OceanProviderError,
+    OceanStartOutcomeUnknownError,
+    OceanValidationError,
+)
 from airflow_provider_ocean.models import ComputeEnvironment, ComputeInput, JobStatus, PaidOrder
 
 if TYPE_CHECKING:
@@ -41,6 +59,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NODE_OPTION_NAMES = ("resources", "max_job_duration", "queue_max_wait_time", "free")
+#: Key of the job ``metadata`` entry holding the start's unique id (see the module docstring).
+START_TAG_KEY = "airflow_ocean_start"
+#: How often an unknown start outcome is looked up (connection errors / other errors), and the pause.
+START_LOOKUP_ATTEMPTS = (4, 2)
+START_LOOKUP_DELAY = 2.0
 _DEFAULT_CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim", "checksum": ""}
 
 
@@ -420,11 +443,12 @@ class OceanNodeBackend:
         :param payment: the dict :meth:`pay_for_compute` returned.
         :param environment: environment id (taken from ``payment`` when given there).
         :param on_attempt: called with ``{"provider_url", "owner", "transfer_tx_ids", "started_at",
-            "known_job_ids"}`` just before the request is sent.
+            "known_job_ids", "start_id"}`` just before the request is sent; ``start_id`` is the tag that
+            :meth:`find_started_job` looks for.
         :param options: node-only options, when no ``payment`` is given.
+        :raises OceanStartOutcomeUnknownError: the start may have created a job and the node could not be
+            asked whether it did.
         """
-        import time
-
         if payment is None or payment.get("backend") != "ocean_node":
             if payment is not None:
                 raise OceanValidationError("This payment was made for a Provider v4, not for an Ocean Node")
@@ -456,38 +480,46 @@ class OceanNodeBackend:
             for o in [*orders, payment.get("algorithm") or {}]
             if o.get("transfer_tx_id")
         ]
+        max_job_duration = opts.get("max_job_duration")
+        if not node_part.get("free") and not max_job_duration:
+            max_job_duration = self.resolve_environment(env_id).max_job_duration or 3600
+        attempt = {
+            "provider_url": self.hook.settings.provider_url,
+            "owner": self.hook.consumer_address,
+            "transfer_tx_ids": txs,
+            "started_at": time.time(),
+            "known_job_ids": [],
+            "start_id": uuid.uuid4().hex,
+        }
         if on_attempt is not None:
-            on_attempt(
-                {
-                    "provider_url": self.hook.settings.provider_url,
-                    "owner": self.hook.consumer_address,
-                    "transfer_tx_ids": txs,
-                    "started_at": time.time(),
-                    "known_job_ids": [],
-                }
-            )
+            on_attempt(dict(attempt))
         common = {
             "environment": env_id,
             "algorithm": algo_body,
             "datasets": bodies,
             "resources": opts.get("resources"),
             "queue_max_wait_time": opts.get("queue_max_wait_time"),
+            "max_job_duration": max_job_duration,
+            "metadata": {START_TAG_KEY: attempt["start_id"]},
         }
-        if node_part.get("free"):
-            raw = self.client.start_free_compute(
-                self.hook.signer, max_job_duration=opts.get("max_job_duration"), **common
-            )
-        else:
-            env = self.resolve_environment(env_id)
-            raw = self.client.start_compute(
-                self.hook.signer,
-                max_job_duration=opts.get("max_job_duration") or env.max_job_duration or 3600,
-                payment={
-                    "chainId": payment.get("chain_id") or self.chain_id,
-                    "token": node_part.get("token"),
-                },
-                **common,
-            )
+        try:
+            if node_part.get("free"):
+                raw = self.client.start_free_compute(self.hook.signer, **common)
+            else:
+                raw = self.client.start_compute(
+                    self.hook.signer,
+                    payment={
+                        "chainId": payment.get("chain_id") or self.chain_id,
+                        "token": node_part.get("token"),
+                    },
+                    **common,
+                )
+        except (OceanProviderError, OceanConnectionError) as exc:
+            from airflow_provider_ocean.hooks.ocean import _outcome_unknown
+
+            if not _outcome_unknown(exc):
+                raise
+            return self._resolve_unknown_start(exc, attempt)
         from airflow_provider_ocean.node_models import job_status_from_node
 
         job = job_status_from_node(raw, job_id=raw["jobId"])
@@ -500,6 +532,68 @@ class OceanNodeBackend:
             job.status_text,
         )
         return job
+
+    def _resolve_unknown_start(self, exc: OceanError, attempt: dict[str, Any]) -> JobStatus:
+        """Decide whether a start whose answer was lost created a job: look for its tag, never start again.
+
+        :param exc: the error of the start request.
+        :param attempt: the attempt record (``start_id``, ``started_at``).
+        :return: the job the attempt created.
+        :raises OceanStartOutcomeUnknownError: the node could not be asked.
+        :raises OceanError: ``exc`` again, when the node answered and holds no job with the tag.
+        """
+        start_id = attempt["start_id"]
+        self.hook.log.warning(
+            "The outcome of the start is unknown (%s); looking for a job tagged %s", exc, start_id
+        )
+        tries = START_LOOKUP_ATTEMPTS[0 if isinstance(exc, OceanConnectionError) else 1]
+        lookup_error: OceanError | None = None
+        for number in range(1, tries + 1):
+            try:
+                job = self.find_started_job(start_id)
+                lookup_error = None
+            except OceanError as error:
+                job, lookup_error = None, error
+            if job is not None:
+                self.hook.log.warning("The start did create job %s despite the error; using it", job.job_id)
+                return job
+            if number < tries:
+                time.sleep(START_LOOKUP_DELAY)
+        if lookup_error is not None:
+            raise OceanStartOutcomeUnknownError(
+                f"The start of an Ocean Node job may have succeeded ({exc}), and listing the jobs of "
+                f"{self.hook.consumer_address} failed ({lookup_error}). Start tag: {start_id}.",
+                transfer_tx_ids=list(attempt.get("transfer_tx_ids") or []),
+                started_at=attempt["started_at"],
+                hint=f"look for a job whose metadata {START_TAG_KEY} is {start_id} before starting again "
+                "(OceanComputeHook.find_started_job); the start operator does it on its next try",
+            ) from None
+        self.hook.log.warning("No job was created by this start attempt: it failed (%s)", exc)
+        raise exc
+
+    def find_started_job(self, start_id: str | None) -> JobStatus | None:
+        """The owner's job whose ``metadata`` carries the start tag ``start_id`` (the oldest, if several).
+
+        :param start_id: the ``start_id`` of the attempt record (``None``: nothing to look for).
+        :raises OceanError: the node could not be asked (never guessed as "no job").
+        """
+        if not start_id:
+            return None
+        from airflow_provider_ocean.node_models import job_status_from_node
+
+        matches = [
+            entry
+            for entry in self.client.get_status(consumer_address=self.hook.consumer_address)
+            if isinstance(entry.get("metadata"), dict) and entry["metadata"].get(START_TAG_KEY) == start_id
+        ]
+        if len(matches) > 1:
+            self.hook.log.warning(
+                "Several jobs carry the start tag %s: %s; using the oldest",
+                start_id,
+                ", ".join(str(m["jobId"]) for m in matches),
+            )
+        matches.sort(key=lambda m: _epoch(m.get("dateCreated")))
+        return job_status_from_node(matches[0], job_id=matches[0]["jobId"]) if matches else None
 
     # -- jobs --------------------------------------------------------------------------------------------
     def list_jobs(self) -> list[JobStatus]:
@@ -545,6 +639,13 @@ class OceanNodeBackend:
     def stream_logs(self, job_id: str) -> Iterator[str]:
         """The running job's log lines as they are written (ends when the job stops running)."""
         return self.client.stream_logs(self.hook.signer, job_id)
+
+
+def _epoch(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _did_entry(entry: dict[str, Any] | None) -> dict[str, Any]:

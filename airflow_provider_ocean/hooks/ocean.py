@@ -875,6 +875,7 @@ class OceanComputeHook(BaseHook):
         known_job_ids: Iterable[str] = (),
         started_at: float | None = None,
         clock_skew: float = START_CLOCK_SKEW,
+        start_id: str | None = None,
     ) -> JobStatus | None:
         """Find the job a start attempt created, by its orders (provider-v4-api.md §7 rule 12).
 
@@ -883,12 +884,18 @@ class OceanComputeHook(BaseHook):
         is not one of the jobs that already used them before the attempt, and it was not created
         (Provider clock) more than ``clock_skew`` seconds before the attempt began.
 
+        On an Ocean Node the start carried a unique tag in the job's ``metadata`` instead (free jobs have
+        no order at all): the job is the one carrying ``start_id``.
+
         :param transfer_tx_ids: every order tx the start request carried.
         :param known_job_ids: jobs with those agreement ids that existed before the attempt.
         :param started_at: when the attempt began (epoch seconds).
         :param clock_skew: tolerated clock difference with the Provider, in seconds.
+        :param start_id: Ocean Node: the ``start_id`` of the attempt record (``on_attempt``).
         :return: the job (the oldest if, unexpectedly, several match), or ``None``.
         """
+        if self.is_ocean_node:
+            return self.node.find_started_job(start_id)
         known = set(known_job_ids)
         matches = []
         for job in self.jobs_with_agreements(transfer_tx_ids):
@@ -932,6 +939,10 @@ class OceanComputeHook(BaseHook):
         """
         from airflow_provider_ocean.chain.abi import ORDER_STARTED, PROVIDER_FEE, decode_events
 
+        if self.is_ocean_node:
+            # Not implemented for Ocean Node (free jobs and raw inputs have no orders; the orders of a
+            # paid start that was never recorded are paid again).
+            return None
         inputs = [ComputeInput.coerce(d) for d in datasets]
         algo = ComputeAlgorithm.coerce(algorithm)
         env = self.resolve_environment(environment)

@@ -435,24 +435,27 @@ class OceanComputeStartOperator(_OceanJobWaiter, ResumableJobMixin, BaseOperator
     # -- steps ---------------------------------------------------------------------------------------
     def _find_unrecorded_start(self, context: Context) -> tuple[JobStatus, list[str], str | None] | None:
         """A job started by an earlier try whose answer was lost (or whose reference was not stored):
-        ``(job, orders of that start, environment)``."""
+        ``(job, orders of that start, environment)``. A Provider v4 start is recognised by its orders, an
+        Ocean Node start by the unique tag it carried (``start_id``; free node jobs have no orders)."""
         pending = self._state_get(context, PENDING_START_STATE_KEY)
-        if not isinstance(pending, dict) or not pending.get("transfer_tx_ids"):
+        if not isinstance(pending, dict) or not (pending.get("transfer_tx_ids") or pending.get("start_id")):
             return None
         if not self._is_ours(pending):
             self._state_delete(context, PENDING_START_STATE_KEY)
             return None
         self.log.info(
-            "An earlier try sent a start with orders %s at %s without recording its answer; "
+            "An earlier try sent a start (orders %s, tag %s) at %s without recording its answer; "
             "looking for that job before starting",
-            pending["transfer_tx_ids"],
+            pending.get("transfer_tx_ids") or [],
+            pending.get("start_id"),
             pending.get("started_at"),
         )
         # Errors propagate: if the Provider cannot tell, this try fails rather than start a second job.
         job = self.hook.find_started_job(
-            pending["transfer_tx_ids"],
+            pending.get("transfer_tx_ids") or [],
             known_job_ids=pending.get("known_job_ids") or [],
             started_at=pending.get("started_at"),
+            start_id=pending.get("start_id"),
         )
         if job is None:
             self.log.info("That start created no job; starting now")
@@ -461,7 +464,7 @@ class OceanComputeStartOperator(_OceanJobWaiter, ResumableJobMixin, BaseOperator
         self.log.warning(
             "Reattaching to job %s (agreement %s), started by an earlier try", job.job_id, job.agreement_id
         )
-        return job, list(pending["transfer_tx_ids"]), pending.get("environment")
+        return job, list(pending.get("transfer_tx_ids") or []), pending.get("environment")
 
     def _previous_payment(self, context: Context, datasets: list[Any]) -> dict[str, Any] | None:
         """Orders paid earlier for the same inputs: by an earlier try of this task instance (task state,
