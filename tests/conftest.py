@@ -81,3 +81,6 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 # The Ocean Node personality of the sandbox (a second sandbox, started on first use).
 from tests.node_fixtures import node_sandbox  # noqa: E402, F401
+
+# Tests that run against both personalities (``any_sandbox`` / ``any_conn``).
+from tests.personalities import any_conn, any_sandbox, personality  # noqa: E402, F401

@@ -1,15 +1,19 @@
 """OceanComputeStartOperator / OceanComputeStopOperator in real Airflow (``dag.test()``) against the sandbox.
 
-Every run pays real orders on the local chain and starts a real job on the sandbox engine; outcomes are
-read back from the Airflow metadata DB (task states, XComs) and from the sandbox (job status, chain).
+Every test that takes ``any_sandbox`` runs against both personalities of the sandbox (``[provider_v4]``,
+``[ocean_node]``, see ``tests/personalities.py``) with the same DAG code: real orders (and, on the node, the
+real Escrow) on the local chain, real jobs on the sandbox engine; outcomes are read back from the Airflow
+metadata DB (task states, XComs) and from the sandbox (job status, chain).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +25,7 @@ from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 from airflow_provider_ocean.links import ddo_url, job_status_url
 from airflow_provider_ocean.models import JobStatus
 from airflow_provider_ocean.operators.compute import OceanComputeStartOperator, OceanComputeStopOperator
+from airflow_provider_ocean.operators.results import OceanComputeResultsOperator
 from tests.operators.support import (
     failure,
     make_hook,
@@ -36,16 +41,30 @@ from tests.operators.support import (
     xcom,
     xcoms,
 )
+from tests.personalities import Personality
 
 pytestmark = pytest.mark.chain
 
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TX_RE = re.compile(r"^0x[0-9a-f]{64}$")
 TRIGGER_CLASSPATH = "airflow_provider_ocean.triggers.ocean.OceanComputeJobTrigger"
+START_XCOM_KEYS = {
+    "return_value",
+    "ocean_job_id",
+    "ocean_payment",
+    "ocean_job_status_url",
+    "ocean_dataset_ddo_url",
+}
 
 
 @pytest.fixture
-def hook(ocean_conn: str) -> OceanComputeHook:
+def hook(any_conn: str) -> OceanComputeHook:
+    """The hook on ``any_sandbox`` (both personalities)."""
+    return make_hook(any_conn)
+
+
+@pytest.fixture
+def v4_hook(ocean_conn: str) -> OceanComputeHook:
+    """The hook on the Provider v4 sandbox only."""
     return make_hook(ocean_conn)
 
 
@@ -57,7 +76,7 @@ def start_dag(dag_id: str, **op_kwargs: Any) -> DAG:
 
 
 def registered(sandbox: dict[str, Any], column: str = "rain_mm") -> dict[str, Any]:
-    """Dataset + registered (trusted) algorithm with custom data."""
+    """Provider v4 only: dataset + registered (trusted) algorithm with custom data."""
     return {
         "datasets": [sandbox["assets"]["dataset"]["did"]],
         "algorithm": {
@@ -86,25 +105,25 @@ def algorithm_log(hook: OceanComputeHook, job: JobStatus) -> str:
 
 class TestStartAndWait:
     def test_sync_wait_succeeds_with_payment_job_id_and_links(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
     ) -> None:
+        """A job with orders for both inputs (on a node: a paid job, DID orders to the node + escrow)."""
+        box = any_sandbox
         dag_id = unique_dag_id("start_sync")
-        dr = run_dag(start_dag(dag_id, deferrable=False, **registered(sandbox, "rain_mm")))
+        dr = run_dag(start_dag(dag_id, deferrable=False, **box.registered("rain_mm"), **box.paid()))
 
         assert dr.state == "success", failure(dag_id, "start")
         assert task_states(dr) == {"start": "success"}
         job_id = xcom(dr, "start")
-        assert JOB_ID_RE.match(job_id)
+        assert box.job_id_re.match(job_id)
         assert triggers_for(job_id) == []  # the sync path never defers
+        assert set(xcoms(dr, "start")) == {("start", key) for key in START_XCOM_KEYS}
         assert xcom(dr, "start", "ocean_job_id") == job_id
 
         payment = xcom(dr, "start", "ocean_payment")
-        assert payment["environment"] == sandbox["environments"]["free"]
+        assert payment["environment"] == box["environments"]["paid" if box.is_node else "free"]
         assert [o["role"] for o in orders(payment)] == ["dataset", "algorithm"]
-        assert [o["did"] for o in orders(payment)] == [
-            sandbox["assets"]["dataset"]["did"],
-            sandbox["assets"]["algorithm"]["did"],
-        ]
+        assert [o["did"] for o in orders(payment)] == [box.registered_dataset, box.assets["algorithm"]["did"]]
         for order in orders(payment):
             assert order["action"] == "start"
             assert TX_RE.match(order["transfer_tx_id"])
@@ -116,27 +135,37 @@ class TestStartAndWait:
         assert job.is_succeeded
         assert job.status == 70
         assert job.stopreq == 0
+        if box.is_node:
+            # paid through the Escrow: the node locked the quoted amount from its own key
+            assert payment["backend"] == "ocean_node"
+            assert payment["ocean_node"]["free"] is False
+            assert int(payment["ocean_node"]["amount"]) > 0
+            lock = hook.rpc.get_transaction_receipt(job.agreement_id)
+            assert lock is not None
+            assert int(lock["status"], 16) == 1
+        else:
+            assert job.agreement_id in [o["transfer_tx_id"] for o in orders(payment)]
         # algocustomdata reached the algorithm
         assert '"column": "rain_mm"' in algorithm_log(hook, job)
 
         assert xcom(dr, "start", "ocean_job_status_url") == job_status_url(
-            sandbox["provider_url"], sandbox["consumer"]["address"], job_id
+            box["provider_url"], box["consumer"]["address"], job_id
         )
         assert xcom(dr, "start", "ocean_dataset_ddo_url") == ddo_url(
-            sandbox["aquarius_url"], sandbox["assets"]["dataset"]["did"]
+            box["aquarius_url"], box.registered_dataset
         )
 
     def test_deferrable_succeeds_through_the_trigger(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
     ) -> None:
         dag_id = unique_dag_id("start_deferrable")
         dr = run_dag(
-            start_dag(dag_id, deferrable=True, wait_timeout=120, **registered(sandbox, "temperature_c"))
+            start_dag(dag_id, deferrable=True, wait_timeout=120, **any_sandbox.registered("temperature_c"))
         )
 
         assert dr.state == "success", failure(dag_id, "start")
         job_id = xcom(dr, "start")
-        assert JOB_ID_RE.match(job_id)
+        assert any_sandbox.job_id_re.match(job_id)
         # it really deferred (the serialized trigger is in the DB) and resumed in execute_complete
         [(classpath, kwargs)] = triggers_for(job_id)
         assert classpath == TRIGGER_CLASSPATH
@@ -153,20 +182,17 @@ class TestStartAndWait:
     )
     def test_deferrable_does_not_defer_when_the_job_already_ended(
         self,
-        sandbox: dict[str, Any],
-        ocean_conn: str,
+        any_sandbox: Personality,
+        any_conn: str,
         airflow_db: str,
         algorithm_kind: str,
         expected_state: str,
     ) -> None:
         """A job that ended before the first status check finishes the task at once (no trigger)."""
         if algorithm_kind == "registered":
-            inputs = registered(sandbox)
+            inputs = any_sandbox.registered()
         else:
-            inputs = {
-                "datasets": [sandbox["assets"]["dataset_raw"]["did"]],
-                "algorithm": raw_algorithm("x"),
-            }
+            inputs = {"datasets": any_sandbox.raw_datasets(), "algorithm": raw_algorithm("x")}
         dag_id = unique_dag_id("start_no_defer")
         with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
             JobEndsBeforeFirstCheckOperator(
@@ -181,7 +207,7 @@ class TestStartAndWait:
         assert task_states(dr) == {"start": expected_state}, failure(dag_id, "start")
         assert triggers_for(xcom(dr, "start", "ocean_job_id")) == []  # finished without deferring
         if expected_state == "failed":
-            assert "Algorithm provisioning failed" in failure(dag_id, "start")
+            assert any_sandbox.failure_fragments[0] in failure(dag_id, "start")
 
 
 class _HookWhoseJobEndsBeforeTheFirstCheck(OceanComputeHook):
@@ -201,12 +227,12 @@ class JobEndsBeforeFirstCheckOperator(OceanComputeStartOperator):
 
 class TestNoWait:
     def test_returns_right_after_the_start(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
     ) -> None:
         dag_id = unique_dag_id("start_nowait")
         dag = start_dag(
             dag_id,
-            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            datasets=any_sandbox.raw_datasets(),
             algorithm=sleeping_algorithm(50),
             wait_for_completion=False,
             deferrable=True,  # ignored without waiting
@@ -218,8 +244,9 @@ class TestNoWait:
             elapsed = time.monotonic() - started
             assert dr.state == "success", failure(dag_id, "start")
             job_id = xcom(dr, "start")
-            assert JOB_ID_RE.match(job_id)
-            assert xcom(dr, "start", "ocean_payment")["datasets"][0]["action"] == "start"
+            assert any_sandbox.job_id_re.match(job_id)
+            payment = xcom(dr, "start", "ocean_payment")
+            assert payment["datasets"][0]["action"] == any_sandbox.raw_dataset_action
             # the run is over while the 50 s algorithm still runs
             assert not hook.get_job_status(job_id).is_terminal
             assert elapsed < 45
@@ -229,15 +256,13 @@ class TestNoWait:
 
 class TestFailures:
     @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
-    def test_algorithm_provisioning_failure_fails_the_task(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, deferrable: bool
+    def test_failing_algorithm_fails_the_task(
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str, deferrable: bool
     ) -> None:
-        dag_id = unique_dag_id("start_status32")
+        """v4 refuses raw code of <= 10 characters (status 32); a node runs it and it exits with 1."""
+        dag_id = unique_dag_id("start_failing")
         dag = start_dag(
-            dag_id,
-            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
-            algorithm=raw_algorithm("x"),  # <= 10 characters: the sandbox ends it with status 32
-            deferrable=deferrable,
+            dag_id, datasets=any_sandbox.raw_datasets(), algorithm=raw_algorithm("x"), deferrable=deferrable
         )
         dr = run_dag(dag)
 
@@ -245,22 +270,23 @@ class TestFailures:
         assert task_states(dr) == {"start": "failed"}
         message = failure(dag_id, "start")
         assert "OceanJobError" in message
-        assert "Algorithm provisioning failed" in message
-        assert "status 32" in message
-        assert "configrationLog" in message  # the configure log tail explains why
+        for fragment in any_sandbox.failure_fragments:  # the status and the log tail explain why
+            assert fragment in message
         job_id = xcom(dr, "start", "ocean_job_id")  # pushed before waiting
         job = hook.get_job_status(job_id)
-        assert job.status == 32
         assert job.is_terminal
+        assert job.outcome == "failed"
+        if not any_sandbox.is_node:
+            assert job.status == 32
 
     @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
     def test_wait_timeout_stops_the_job_and_fails(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, deferrable: bool
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str, deferrable: bool
     ) -> None:
         dag_id = unique_dag_id("start_wait_timeout")
         dag = start_dag(
             dag_id,
-            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            datasets=any_sandbox.raw_datasets(),
             algorithm=sleeping_algorithm(40),
             deferrable=deferrable,
             wait_timeout=3,
@@ -285,13 +311,13 @@ class TestFailures:
 
     @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
     def test_execution_timeout_stops_the_job_before_airflow_kills_the_task(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, deferrable: bool
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str, deferrable: bool
     ) -> None:
         """execution_timeout (minus the 10 s margin) is a wait deadline too: the job is stopped first."""
         dag_id = unique_dag_id("start_exec_timeout")
         dag = start_dag(
             dag_id,
-            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            datasets=any_sandbox.raw_datasets(),
             algorithm=sleeping_algorithm(40),
             deferrable=deferrable,
             execution_timeout=timedelta(seconds=14),
@@ -310,7 +336,113 @@ class TestFailures:
             stop_if_running(hook, job_id)
 
 
+class TestBadInputsBeforeSpending:
+    def test_fee_above_max_fee_fails_before_anything_is_sent(
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
+    ) -> None:
+        """The paid environment costs more than ``max_fee`` (given as rendered text): refused before any
+        transaction (v4: the provider fees of the orders; node: the escrow quote)."""
+        box = any_sandbox
+        tokens = [box.assets[name]["datatoken"] for name in ("dataset_trusted", "dataset", "algorithm")]
+        balances_before = [balance(hook, t) for t in tokens]
+        nonce_before = hook.rpc.get_transaction_count(hook.consumer_address, "latest")
+        jobs_before = {j.job_id for j in hook.list_jobs()}
+        dag_id = unique_dag_id("start_fee_cap")
+        dag = start_dag(
+            dag_id, **box.registered(), environment=box["environments"]["paid"], max_fee="1", retries=0
+        )
+        dr = run_dag(dag)
+
+        assert task_states(dr) == {"start": "failed"}
+        message = failure(dag_id, "start")
+        assert "OceanFeeCapError" in message
+        assert "above max_fee 1" in message
+        assert hook.rpc.get_transaction_count(hook.consumer_address, "latest") == nonce_before
+        assert [balance(hook, t) for t in tokens] == balances_before
+        assert {j.job_id for j in hook.list_jobs()} == jobs_before
+        pushed = {key for _task, key in xcoms(dr, "start")}
+        assert not pushed & {"ocean_payment", "ocean_job_id", "return_value"}  # neither a payment nor a job
+
+    def test_empty_datasets_fail_before_anything_is_sent(
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
+    ) -> None:
+        nonce_before = hook.rpc.get_transaction_count(hook.consumer_address, "latest")
+        jobs_before = {j.job_id for j in hook.list_jobs()}
+        dag_id = unique_dag_id("start_no_datasets")
+        dr = run_dag(start_dag(dag_id, datasets=[], algorithm=any_sandbox.registered()["algorithm"]))
+
+        assert task_states(dr) == {"start": "failed"}
+        assert "`datasets` is empty" in failure(dag_id, "start")
+        assert hook.rpc.get_transaction_count(hook.consumer_address, "latest") == nonce_before
+        assert {j.job_id for j in hook.list_jobs()} == jobs_before
+
+
+class TestTemplating:
+    def test_templated_fields_are_rendered_and_xcoms_carry_no_secret(
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str, tmp_path: Path
+    ) -> None:
+        """Datasets, the algorithm's nested custom data, the environment and the connection of the start
+        operator, and the job id and destination of the results operator, all from templates."""
+        box = any_sandbox
+        dag_id = unique_dag_id("start_templated")
+        inputs = box.registered()
+        params = {
+            "dataset": inputs["datasets"][0],
+            "algorithm": inputs["algorithm"]["did"],
+            "column": "rain_mm",
+            "environment": box["environments"]["free"],
+            "conn": "ocean_default",
+            "out": str(tmp_path),
+        }
+        with DAG(
+            dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, params=params
+        ) as dag:
+            start = OceanComputeStartOperator(
+                task_id="start",
+                datasets="{{ params.dataset }}",
+                algorithm={
+                    "did": "{{ params.algorithm }}",
+                    "algocustomdata": {"column": "{{ params.column }}"},
+                },
+                environment="{{ params.environment }}",
+                ocean_conn_id="{{ params.conn }}",
+                poll_interval=0.5,
+                on_failure_callback=record_failure,
+            )
+            collect = OceanComputeResultsOperator(
+                task_id="collect",
+                job_id="{{ ti.xcom_pull(task_ids='start') }}",
+                destination="{{ params.out }}/{{ run_id }}",
+                ocean_conn_id="{{ params.conn }}",
+                unpack_outputs=True,
+                on_failure_callback=record_failure,
+            )
+            start >> collect
+        dr = run_dag(dag)
+
+        assert dr.state == "success", failure(dag_id, "start") or failure(dag_id, "collect")
+        job_id = xcom(dr, "start")
+        payment = xcom(dr, "start", "ocean_payment")
+        assert payment["environment"] == params["environment"]
+        assert [o["did"] for o in orders(payment)] == [params["dataset"], params["algorithm"]]
+        folder = tmp_path / dr.run_id
+        manifest = xcom(dr, "collect")
+        assert {e["uri"].removeprefix("file://") for e in manifest} == {str(folder / e["name"]) for e in manifest}
+        summary = (folder / "summary.json").read_text()
+        assert json.loads(summary)["column"] == "rain_mm"  # the rendered custom data reached the job
+        assert hook.get_job_status(job_id).is_succeeded
+        # no XCom of the run carries the wallet key (or its bare hex)
+        key = box["consumer"]["key"].lower().removeprefix("0x")
+        everything = json.dumps({f"{t}.{k}": v for (t, k), v in xcoms(dr).items()}, default=str).lower()
+        assert key not in everything
+
+
 class TestOrderReuse:
+    """Provider v4 only: a second run reuses still-valid orders and sends no transaction at all. On an Ocean
+    Node the orders of DID inputs are reused the same way, but every paid job needs its own escrow lock (and
+    free jobs have no orders), so "no transaction" is not a node property; the node's reuse of orders and
+    escrow funds is checked in tests/operators/test_reattach.py."""
+
     @pytest.mark.parametrize(
         "order_validity",
         [
@@ -321,11 +453,12 @@ class TestOrderReuse:
     )
     def test_second_run_reuses_the_orders_without_a_transaction(
         self,
-        hook: OceanComputeHook,
+        v4_hook: OceanComputeHook,
         sandbox: dict[str, Any],
         airflow_db: str,
         order_validity: timedelta | None,
     ) -> None:
+        hook = v4_hook
         dag_id = unique_dag_id("start_reuse")
         dag = start_dag(
             dag_id, deferrable=False, order_validity=order_validity, reuse_orders=True, **registered(sandbox)
@@ -354,13 +487,13 @@ class TestOrderReuse:
 
 class TestStopAndKill:
     def test_stop_operator_stops_a_running_job(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
     ) -> None:
         dag_id = unique_dag_id("stop_operator")
         with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
             start = OceanComputeStartOperator(
                 task_id="start",
-                datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+                datasets=any_sandbox.raw_datasets(),
                 algorithm=sleeping_algorithm(40),
                 wait_for_completion=False,
             )
@@ -381,11 +514,11 @@ class TestStopAndKill:
             stop_if_running(hook, job_id)
 
     def test_on_kill_stops_the_job_only_when_asked(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any]
+        self, hook: OceanComputeHook, any_sandbox: Personality
     ) -> None:
-        job_id = hook.run_compute([sandbox["assets"]["dataset_raw"]["did"]], sleeping_algorithm(40))["job_id"]
+        job_id = any_sandbox.start_raw(hook, sleeping_algorithm(40))
         try:
-            kwargs: dict[str, Any] = {"datasets": [sandbox["assets"]["dataset_raw"]["did"]], "algorithm": "x"}
+            kwargs: dict[str, Any] = {"datasets": any_sandbox.raw_datasets(), "algorithm": "x"}
             keep = OceanComputeStartOperator(task_id="keep", stop_on_kill=False, **kwargs)
             keep.job_id = job_id
             keep.on_kill()
