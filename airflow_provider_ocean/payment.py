@@ -31,7 +31,8 @@ from airflow_provider_ocean.chain.errors import (
     RpcUnavailableError,
     TransactionRevertedError,
 )
-from airflow_provider_ocean.chain.tx import call_function
+from airflow_provider_ocean.chain.rpc import from_hex, rpc_tx
+from airflow_provider_ocean.chain.tx import compose_fee_fields
 from airflow_provider_ocean.exceptions import (
     OceanConnectionError,
     OceanFeeCapError,
@@ -414,14 +415,68 @@ class OrderPayer:
         self.payer = sender.address
         self.acquire = acquire
         self.max_datatoken_price = max_datatoken_price
+        # eth_call answers read while planning (a snapshot: one read per (contract, call) per plan)
+        self._reads: dict[tuple[str, bytes], Any] | None = None
 
     def __repr__(self) -> str:
         return f"OrderPayer(payer={self.payer!r})"
 
     # -- reads ---------------------------------------------------------------------------------------
     def _call(self, to: str, signature: str, args: tuple[Any, ...], out: list[str]) -> tuple[Any, ...]:
+        to = to_checksum_address(to)
+        data = abi.encode_call(signature, *args)
         with _translate(f"{signature.split('(')[0]} on {to}"):
-            return call_function(self.rpc, to_checksum_address(to), signature, args, out)
+            if self._reads is not None and (to, data) in self._reads:
+                raw = self._reads[(to, data)]
+                if isinstance(raw, Exception):
+                    raise raw
+            else:
+                raw = self.rpc.call(to, data)
+                if self._reads is not None:
+                    self._reads[(to, data)] = raw
+            return abi.decode_output(out, raw)
+
+    def _prefetch(self, reads: Iterable[tuple[str, str, tuple[Any, ...]]]) -> None:
+        """Read several ``eth_call`` s in one JSON-RPC batch into the plan's snapshot.
+
+        :param reads: ``(contract, function signature, arguments)`` triples.
+        """
+        if self._reads is None:
+            return
+        wanted: list[tuple[str, bytes]] = []
+        for to, signature, args in reads:
+            key = (to_checksum_address(to), abi.encode_call(signature, *args))
+            if key not in self._reads and key not in wanted:
+                wanted.append(key)
+        if len(wanted) < 2:  # one read costs one round trip either way
+            return
+        with _translate(f"read {len(wanted)} balances, allowances and fees"):
+            results = self.rpc.request_batch(
+                [("eth_call", [{"to": to, "data": "0x" + data.hex()}, "latest"]) for to, data in wanted]
+            )
+        for key, result in zip(wanted, results, strict=True):
+            self._reads[key] = result if isinstance(result, Exception) else _raw(result)
+
+    def _prefetch_quoted(self, orders: list[OrderRequest]) -> None:
+        """Batch what the quotes say will be read: datatoken balances and publishing fees of new orders,
+        fee-token balances and allowances of payable provider fees."""
+        reads: list[tuple[str, str, tuple[Any, ...]]] = []
+        for order in orders:
+            quote = order.quote if isinstance(order.quote, dict) else {}
+            fee = quote.get("providerFee")
+            try:
+                datatoken = to_checksum_address(order.datatoken)
+                if fee is not None and not quote.get("validOrder"):
+                    reads.append((datatoken, abi.DT_GET_PUBLISHING_MARKET_FEE, ()))
+                    reads.append((datatoken, abi.ERC20_BALANCE_OF, (self.payer,)))
+                if isinstance(fee, dict) and int(str(fee.get("providerFeeAmount") or 0)) > 0:
+                    token = to_checksum_address(fee["providerFeeToken"])
+                    if token.lower() != ZERO_ADDRESS:
+                        reads.append((token, abi.ERC20_BALANCE_OF, (self.payer,)))
+                        reads.append((token, abi.ERC20_ALLOWANCE, (self.payer, datatoken)))
+            except (KeyError, TypeError, ValueError):
+                continue  # a malformed quote: _plan_order reports it
+        self._prefetch(reads)
 
     def balance_of(self, token: str, owner: str) -> int:
         """ERC-20 ``balanceOf``.
@@ -520,6 +575,17 @@ class OrderPayer:
         :param environment: the environment id (checked against the fees' ``providerData``).
         :param max_fee: highest total fee, in base units of the fee token, this payment may pull.
         """
+        orders = list(orders)
+        self._reads = {}
+        try:
+            return self._plan(orders, consumer=consumer, environment=environment, max_fee=max_fee)
+        finally:
+            self._reads = None
+
+    def _plan(
+        self, orders: list[OrderRequest], *, consumer: str, environment: str | None, max_fee: int | None
+    ) -> PaymentPlan:
+        self._prefetch_quoted(orders)
         planned = [self._plan_order(o, consumer, environment) for o in orders]
         plan = PaymentPlan(orders=planned)
         allowance_needs: dict[tuple[str, str], int] = {}
@@ -544,6 +610,11 @@ class OrderPayer:
                         hint="raise max_fee, shorten valid_until or use a cheaper (free) environment",
                     )
 
+        # Publishing-market fees in tokens the quotes did not name: their balances and allowances.
+        self._prefetch(
+            [(token, abi.ERC20_BALANCE_OF, (self.payer,)) for token in plan.fee_totals]
+            + [(token, abi.ERC20_ALLOWANCE, (self.payer, spender)) for token, spender in allowance_needs]
+        )
         # Datatokens: one per new order.
         token_needs = dict(plan.fee_totals)
         dt_needs: dict[str, int] = {}
@@ -661,23 +732,20 @@ class OrderPayer:
             )
         return None
 
-    def _estimate(self, to: str, data: bytes, what: str) -> int:
-        tx = {"from": self.payer, "to": to_checksum_address(to), "data": data, "value": 0}
-        try:
-            return int(self.rpc.estimate_gas(tx) * self.sender.gas_multiplier) + 10_000
-        except RpcError as exc:
-            reason = None
-            if isinstance(exc.data, str):
-                reason = abi.decode_revert_reason(exc.data)
-            elif isinstance(exc.data, dict):
-                raw = exc.data.get("result") or exc.data.get("data")
-                reason = abi.decode_revert_reason(raw) if isinstance(raw, str) else None
-            raise OceanPaymentError(
-                f"{what} would revert ({reason or exc.rpc_message}); nothing was sent",
-                hint="re-initialize to get a fresh provider fee; check balances and the order inputs",
-            ) from None
-        except RpcUnavailableError as exc:
-            raise OceanConnectionError(f"Cannot estimate gas for {what}: {exc}") from None
+    def _estimate_result(self, result: Any, what: str) -> int:
+        """Gas to budget from an ``eth_estimateGas`` answer (a quantity, or the node's error)."""
+        if not isinstance(result, RpcError):
+            return int(from_hex(result) * self.sender.gas_multiplier) + 10_000
+        reason = None
+        if isinstance(result.data, str):
+            reason = abi.decode_revert_reason(result.data)
+        elif isinstance(result.data, dict):
+            raw = result.data.get("result") or result.data.get("data")
+            reason = abi.decode_revert_reason(raw) if isinstance(raw, str) else None
+        raise OceanPaymentError(
+            f"{what} would revert ({reason or result.rpc_message}); nothing was sent",
+            hint="re-initialize to get a fresh provider fee; check balances and the order inputs",
+        )
 
     def _budget_gas(self, plan: PaymentPlan) -> None:
         dependent = {to_checksum_address(spender) for _t, spender, _a in plan.approvals}
@@ -687,22 +755,42 @@ class OrderPayer:
             gas += GAS_FALLBACK["dispense" if acquisition.kind == "dispense" else "buy"]
             if acquisition.needs_approval:
                 gas += GAS_FALLBACK["approve"]
+        # The dry runs of the orders that do not wait for an approval or a purchase, the fee fields and
+        # the gas balance: one JSON-RPC batch.
+        estimated: list[tuple[_Planned, str]] = []
+        calls: list[tuple[str, list[Any]]] = []
         for item in plan.orders:
             if item.action == "valid":
                 continue
             datatoken = to_checksum_address(item.request.datatoken)
             name = "startOrder" if item.action == "start" else "reuseOrder"
-            what = f"{name} on {datatoken} ({item.request.did})"
             if datatoken in dependent:
                 item.gas = 0  # estimated by the sender once the approvals / purchases are mined
                 gas += GAS_FALLBACK[item.action]
-            else:
-                item.gas = self._estimate(datatoken, item.data, what)
-                gas += item.gas
-        with _translate("read gas price / balance"):
-            fees = self.sender.fee_fields()
-            price = int(fees.get("maxFeePerGas") or fees.get("gasPrice") or 0)
-            native = self.rpc.get_balance(self.payer)
+                continue
+            tx = {"from": self.payer, "to": datatoken, "data": item.data, "value": 0}
+            estimated.append((item, f"{name} on {datatoken} ({item.request.did})"))
+            calls.append(("eth_estimateGas", [rpc_tx(tx)]))
+        calls += [
+            ("eth_getBlockByNumber", ["latest", False]),
+            ("eth_gasPrice", []),
+            ("eth_getBalance", [self.payer, "latest"]),
+            ("eth_maxPriorityFeePerGas", []),
+        ]
+        with _translate("estimate gas and read the gas price and balance"):
+            results = self.rpc.request_batch(calls)
+            block, gas_price, native = (_answer(r) for r in results[len(estimated) : len(estimated) + 3])
+        tip = results[-1]
+        for (item, what), result in zip(estimated, results, strict=False):
+            item.gas = self._estimate_result(result, what)
+            gas += item.gas
+        if not isinstance(block, dict):
+            raise OceanConnectionError(f"The RPC node at {self.rpc.url} returned no latest block")
+        fees = compose_fee_fields(
+            block, from_hex(gas_price), None if isinstance(tip, RpcError) else from_hex(tip)
+        )
+        price = int(fees.get("maxFeePerGas") or fees.get("gasPrice") or 0)
+        native = from_hex(native)
         plan.gas, plan.gas_price, plan.fees = gas, price, fees
         if gas * price > native:
             raise OceanInsufficientFundsError(
@@ -873,6 +961,18 @@ class OrderPayer:
             raise OceanPaymentError(
                 f"{item.action}Order {tx_hash} emitted no ProviderFee", tx_hash=tx_hash, spent=True
             )
+
+
+def _raw(result: Any) -> bytes:
+    """The bytes of an ``eth_call`` result (``0x``-hex)."""
+    return bytes.fromhex(result[2:]) if isinstance(result, str) and result not in ("", "0x") else b""
+
+
+def _answer(result: Any) -> Any:
+    """A batch item's result; its :class:`RpcError` raised."""
+    if isinstance(result, RpcError):
+        raise result
+    return result
 
 
 def _hex_tx(value: Any) -> str:

@@ -172,6 +172,33 @@ class FakeChain:
     def get_balance(self, _address: str, _block: str = "latest") -> int:
         return self.native
 
+    url = "http://fake-rpc.test"
+
+    def request_batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """A JSON-RPC batch as JsonRpcClient.batch answers it: results, or the RpcError of an item."""
+        self.events.append(f"read-batch:{len(calls)}")
+        out: list[Any] = []
+        for method, params in calls:
+            try:
+                if method == "eth_call":
+                    call = params[0]
+                    out.append("0x" + self.call(call["to"], bytes.fromhex(call["data"][2:])).hex())
+                elif method == "eth_estimateGas":
+                    out.append(hex(self.estimate_gas(params[0])))
+                elif method == "eth_getBlockByNumber":
+                    out.append({"number": "0x1"})  # no baseFeePerGas: a legacy chain
+                elif method == "eth_gasPrice":
+                    out.append(hex(self.fee_fields()["gasPrice"]))
+                elif method == "eth_getBalance":
+                    out.append(hex(self.native))
+                elif method == "eth_maxPriorityFeePerGas":
+                    out.append(RpcError(method, -32601, "Method not supported"))
+                else:
+                    raise AssertionError(f"unexpected batched {method}")
+            except RpcError as exc:
+                out.append(exc)
+        return out
+
     # TransactionSender --------------------------------------------------------------------------------
     def fee_fields(self) -> dict[str, int]:
         return {"gasPrice": 1_000}
@@ -489,6 +516,9 @@ class TestExecution:
         # all three orders in one hold of the nonce lock (one pending-count read), then the receipts
         assert [k.split(":")[0] for k in kinds] == ["batch"] + ["send"] * 3 + ["batch"] + ["wait"] * 3
         assert len({p.transfer_tx_id for p in paid}) == 3
+        # before that, every read in two JSON-RPC batches: 3 publishing fees + 3 datatoken balances, then
+        # 3 dry runs + latest block, gas price, gas balance and suggested tip
+        assert [e for e in chain.events if e.startswith("read-batch")] == ["read-batch:6", "read-batch:7"]
 
     def test_every_transaction_is_sent_at_the_fee_the_budget_checked(self):
         chain = funded()

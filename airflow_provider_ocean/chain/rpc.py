@@ -125,6 +125,90 @@ class JsonRpcClient:
             raise RpcUnavailableError(f"RPC {self.url} answered {method} without a result")
         return body["result"]
 
+    def request_batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Send several read calls in one HTTP request (a JSON-RPC batch); retried like :meth:`request`.
+
+        Each item of the answer is the call's ``result``, or the :class:`RpcError` the node answered for
+        that call (returned, not raised: the caller decides). A node that does not answer batches with a
+        list of results gets the calls one by one instead.
+
+        :param calls: ``(method, params)`` pairs; state-changing methods are refused.
+        :raises RpcUnavailableError: the node could not be reached.
+        """
+        if not calls:
+            return []
+        if any(method in NOT_RETRIED for method, _params in calls):
+            raise ValueError("request_batch() is for reads only")
+        if len(calls) == 1:
+            return [self._result_or_error(*calls[0])]
+        if self.retries == 1:
+            return self._batch_once(calls)
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries),
+            wait=wait_exponential(multiplier=self.retry_delay, max=10) + wait_random(0, self.retry_delay),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        )
+        return retrying(self._batch_once, calls)
+
+    def _result_or_error(self, method: str, params: list[Any]) -> Any:
+        try:
+            return self.request(method, params)
+        except RpcError as exc:
+            return exc
+
+    def _batch_once(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        with self._id_lock:
+            ids = [next(self._ids) for _ in calls]
+        payload = [
+            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+            for request_id, (method, params) in zip(ids, calls, strict=True)
+        ]
+        names = ",".join(sorted({method for method, _params in calls}))
+        try:
+            response = self._session.post(
+                self.url, json=payload, timeout=(min(10.0, self.timeout), self.timeout), verify=self.verify
+            )
+        except requests.RequestException as exc:
+            raise RpcUnavailableError(
+                f"RPC {self.url} unreachable for a batch of {names}: {type(exc).__name__}", transient=True
+            ) from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RpcUnavailableError(
+                f"RPC {self.url} answered a batch of {names} with HTTP {response.status_code}", transient=True
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        by_id = (
+            {item.get("id"): item for item in body if isinstance(item, dict)}
+            if isinstance(body, list)
+            else {}
+        )
+        if not set(ids) <= set(by_id):
+            # No batch support (an error object, a partial list): ask one by one.
+            log.debug(
+                "RPC %s did not answer a batch of %s calls; sending them one by one", self.url, len(calls)
+            )
+            return [self._result_or_error(method, params) for method, params in calls]
+        out: list[Any] = []
+        for request_id, (method, _params) in zip(ids, calls, strict=True):
+            item = by_id[request_id]
+            error = item.get("error")
+            if error:
+                if isinstance(error, dict):
+                    out.append(
+                        RpcError(method, error.get("code"), str(error.get("message", "")), error.get("data"))
+                    )
+                else:
+                    out.append(RpcError(method, None, str(error)))
+            elif "result" not in item:
+                out.append(RpcError(method, None, "no result in the batch answer"))
+            else:
+                out.append(item["result"])
+        return out
+
     # -- reads ---------------------------------------------------------------------------------------
     def chain_id(self) -> int:
         return from_hex(self.request("eth_chainId"))
@@ -220,6 +304,7 @@ class JsonRpcClient:
 
 
 def _rpc_tx(tx: dict[str, Any]) -> dict[str, Any]:
+    """A transaction dict as JSON-RPC wants it: quantities as hex, data as 0x-hex."""
     out: dict[str, Any] = {}
     for key, value in tx.items():
         if key in {"chainId", "nonce", "gas", "gasPrice", "value", "maxFeePerGas", "maxPriorityFeePerGas"}:
@@ -229,3 +314,7 @@ def _rpc_tx(tx: dict[str, Any]) -> dict[str, Any]:
         elif key != "type":
             out[key] = value
     return out
+
+
+#: Public name of the transaction encoder, for batched calls built outside this module.
+rpc_tx = _rpc_tx

@@ -76,6 +76,25 @@ class SentTransaction:
     raw: bytes = field(default=b"", repr=False)
 
 
+def compose_fee_fields(latest_block: dict[str, Any], gas_price: int, tip: int | None) -> dict[str, int]:
+    """The fee fields of a transaction from the latest block, ``eth_gasPrice`` and the suggested tip.
+
+    EIP-1559 fields when the block carries a base fee (``maxFeePerGas`` = twice the base fee plus the
+    tip, at least the gas price), else a legacy ``gasPrice``.
+
+    :param latest_block: the ``latest`` block object.
+    :param gas_price: ``eth_gasPrice``.
+    :param tip: ``eth_maxPriorityFeePerGas``, or ``None`` when the node has none (then gas price - base).
+    """
+    base_fee = latest_block.get("baseFeePerGas")
+    if base_fee is None:
+        return {"gasPrice": gas_price}
+    base = from_hex(base_fee)
+    if tip is None:
+        tip = max(gas_price - base, 1)
+    return {"maxPriorityFeePerGas": tip, "maxFeePerGas": max(2 * base + tip, gas_price)}
+
+
 def call_function(
     rpc: JsonRpcClient, to: str, signature: str, args: tuple[Any, ...], out_types: list[str], **kw: Any
 ) -> tuple[Any, ...]:
@@ -143,14 +162,8 @@ class TransactionSender:
         """Pick the fee fields the chain supports: EIP-1559 when blocks carry a base fee, else legacy."""
         latest = self.rpc.get_block("latest")
         gas_price = self.rpc.gas_price()
-        base_fee = latest.get("baseFeePerGas")
-        if base_fee is None:
-            return {"gasPrice": gas_price}
-        base = from_hex(base_fee)
-        tip = self.rpc.max_priority_fee()
-        if tip is None:
-            tip = max(gas_price - base, 1)
-        return {"maxPriorityFeePerGas": tip, "maxFeePerGas": max(2 * base + tip, gas_price)}
+        tip = self.rpc.max_priority_fee() if latest.get("baseFeePerGas") is not None else None
+        return compose_fee_fields(latest, gas_price, tip)
 
     def build(
         self,

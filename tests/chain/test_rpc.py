@@ -24,6 +24,7 @@ class FlakyNode:
     def __init__(self) -> None:
         self.kind = "503"
         self.failures = 0
+        self.batches = True
         self.calls: list[str] = []
         self.lock = threading.Lock()
         node = self
@@ -34,6 +35,17 @@ class FlakyNode:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if isinstance(body, list):
+                    with node.lock:
+                        node.calls.append("batch:" + ",".join(item["method"] for item in body))
+                    if node.batches:
+                        answers = [{"jsonrpc": "2.0", "id": item["id"], "result": "0x2324"} for item in body]
+                        self._send(200, list(reversed(answers)))  # any order: matched by id
+                    else:  # a node without batch support answers one error object
+                        self._send(
+                            200, {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no"}}
+                        )
+                    return
                 with node.lock:
                     node.calls.append(body["method"])
                     fail = node.failures > 0
@@ -119,3 +131,24 @@ def test_a_raw_transaction_is_sent_once_whatever_happens(node: FlakyNode) -> Non
     with pytest.raises(RpcUnavailableError):
         client.send_raw_transaction(b"\x01\x02")
     assert node.calls == ["eth_sendRawTransaction"]
+
+
+def test_a_batch_is_one_request_matched_by_id(node: FlakyNode) -> None:
+    client = JsonRpcClient(node.url, timeout=5)
+    assert client.request_batch([("eth_chainId", []), ("eth_gasPrice", [])]) == ["0x2324", "0x2324"]
+    assert node.calls == ["batch:eth_chainId,eth_gasPrice"]
+
+
+def test_a_node_without_batches_gets_the_calls_one_by_one(node: FlakyNode) -> None:
+    node.batches = False
+    client = JsonRpcClient(node.url, timeout=5)
+    results = client.request_batch([("eth_chainId", []), ("eth_noSuchMethod", [])])
+    assert results[0] == "0x2324"
+    assert isinstance(results[1], RpcError)
+    assert node.calls == ["batch:eth_chainId,eth_noSuchMethod", "eth_chainId", "eth_noSuchMethod"]
+
+
+def test_a_batch_refuses_state_changing_calls(node: FlakyNode) -> None:
+    with pytest.raises(ValueError, match="reads only"):
+        JsonRpcClient(node.url).request_batch([("eth_chainId", []), ("eth_sendRawTransaction", ["0x00"])])
+    assert node.calls == []

@@ -117,3 +117,38 @@ def test_a_batch_reads_the_pending_count_once_and_uses_consecutive_nonces(
     assert after.tx["nonce"] == nonces[-1] + 2
     assert methods.count("eth_getTransactionCount") == 2
     sender.wait(after)
+
+
+def test_a_batch_of_reads_on_ganache(rpc: JsonRpcClient, sandbox: dict) -> None:
+    """Ganache answers JSON-RPC batches; a reverting call is that item's RpcError, the others answer."""
+    data = abi.encode_call(abi.ERC20_BALANCE_OF, sandbox["consumer"]["address"])
+    too_much = abi.encode_call("transfer(address,uint256)", sandbox["other"]["address"], 10**40)
+    chain_id, balance, reverted = rpc.request_batch(
+        [
+            ("eth_chainId", []),
+            (
+                "eth_call",
+                [{"to": sandbox["assets"]["dataset"]["datatoken"], "data": "0x" + data.hex()}, "latest"],
+            ),
+            (
+                "eth_estimateGas",
+                [
+                    {
+                        "from": sandbox["consumer"]["address"],
+                        "to": sandbox["assets"]["dataset"]["datatoken"],
+                        "data": "0x" + too_much.hex(),
+                    }
+                ],
+            ),
+        ]
+    )
+    assert int(chain_id, 16) == 8996
+    (held,) = call_function(
+        rpc,
+        sandbox["assets"]["dataset"]["datatoken"],
+        abi.ERC20_BALANCE_OF,
+        (sandbox["consumer"]["address"],),
+        ["uint256"],
+    )
+    assert int(balance, 16) == held
+    assert isinstance(reverted, RpcError)
