@@ -26,6 +26,7 @@ import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from airflow_provider_ocean import __version__
+from airflow_provider_ocean.direct_io import DIRECT_IO_MIN_BYTES, copy_body_direct, open_direct
 from airflow_provider_ocean.exceptions import (
     OceanConnectionError,
     OceanJobNotFoundError,
@@ -794,8 +795,17 @@ class ProviderV4Client:
                     target = target / _safe_filename(filename, f"{job_id}-{index}")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp_name = tempfile.mkstemp(prefix=".ocean-", suffix=".part", dir=target.parent)
-                with os.fdopen(fd, "wb") as handle:
-                    written = self._copy(response, handle, digest, chunk_size, operation)
+                direct = self._direct_target(response, tmp_name)
+                if direct is not None:  # a large result: straight to disk, past the page cache
+                    os.close(fd)
+                    body, fd = direct
+                    try:
+                        written = copy_body_direct(body, _declared_length(response), fd, digest, operation)
+                    finally:
+                        os.close(fd)
+                else:
+                    with os.fdopen(fd, "wb") as handle:
+                        written = self._copy(response, handle, digest, chunk_size, operation)
                 os.replace(tmp_name, target)
                 tmp_name = None
         finally:
@@ -822,6 +832,18 @@ class ProviderV4Client:
             content_type=content_type,
             path=str(target) if target is not None else None,
         )
+
+    @staticmethod
+    def _direct_target(response: requests.Response, path: str) -> tuple[http.client.HTTPResponse, int] | None:
+        """``(body, O_DIRECT file descriptor)`` when a result is large enough and the disk allows it."""
+        expected = _declared_length(response)
+        if expected is None or expected < DIRECT_IO_MIN_BYTES:
+            return None
+        body = _plain_body(response)
+        if body is None:
+            return None
+        fd = open_direct(path)
+        return None if fd is None else (body, fd)
 
     @staticmethod
     def _copy(

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -57,6 +58,9 @@ def sandbox(**kwargs: Any) -> Iterator[dict[str, Any]]:
     from airflow_provider_ocean.sandbox.runtime import Sandbox
 
     kwargs.setdefault("receipt_timeout", 5.0)
+    # A terminated benchmark still stops its sandbox: SIGTERM unwinds like Ctrl-C (finally blocks run).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     state_dir = Path(tempfile.mkdtemp(prefix="ocean-bench-sandbox-"))
     box = Sandbox(state_dir / "state", rpc_port=0, provider_port=0, **kwargs)
     try:

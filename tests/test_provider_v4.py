@@ -7,9 +7,11 @@ answers) and to feed the three error shapes through the client.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
+import os
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -815,6 +817,88 @@ class TestDownload:
     def test_negative_index(self, server, signer, tmp_path):
         with pytest.raises(OceanValidationError):
             make_client(server.url).download_result(signer, JOB_ID, -1, tmp_path)
+
+
+class TestDirectDownload(TestDownload):
+    """Large results go to disk with O_DIRECT (threshold lowered so that 24 MiB + a partial block counts)."""
+
+    SIZE = 24 * 1024 * 1024 + 12_345  # not a multiple of the block size: the tail is written buffered
+
+    @pytest.fixture(autouse=True)
+    def _small_threshold(self, monkeypatch, tmp_path):
+        from airflow_provider_ocean import direct_io, provider_v4
+
+        if not hasattr(os, "O_DIRECT"):
+            pytest.skip("no O_DIRECT on this platform")
+        probe = tmp_path / "probe"
+        probe.write_bytes(b"")
+        fd = direct_io.open_direct(str(probe))
+        if fd is None:
+            pytest.skip("the temporary directory's file system refuses O_DIRECT")
+        os.close(fd)
+        probe.unlink()
+        opened: list[str] = []
+        original = direct_io.open_direct
+
+        def spy(path: str) -> int | None:
+            opened.append(path)
+            return original(path)
+
+        monkeypatch.setattr(provider_v4, "DIRECT_IO_MIN_BYTES", 1024 * 1024)
+        monkeypatch.setattr(provider_v4, "open_direct", spy)
+        self.opened = opened
+
+    def test_streams_to_a_path_in_constant_memory(self, server, signer, tmp_path):
+        super().test_streams_to_a_path_in_constant_memory(server, signer, tmp_path)
+        assert len(self.opened) == 1  # the direct path was taken
+
+    def test_broken_stream_leaves_no_partial_file(self, server, signer, tmp_path):
+        nonce_route(server)
+        server.routes[("GET", "/api/services/computeResult")] = Reply(
+            chunks=lambda: iter([b"x" * (3 * 1024 * 1024)]), length=5 * 1024 * 1024
+        )
+        with pytest.raises(OceanConnectionError, match="stream broke"):
+            make_client(server.url).download_result(signer, JOB_ID, 0, tmp_path / "out")
+        assert len(self.opened) == 1
+        assert not list(tmp_path.iterdir())
+
+    def test_a_file_system_without_o_direct_is_written_through_the_cache(
+        self, server, signer, tmp_path, monkeypatch
+    ):
+        from airflow_provider_ocean import provider_v4
+
+        self._route(server)
+        monkeypatch.setattr(provider_v4, "open_direct", lambda path: self.opened.append(path))  # refused
+        result = make_client(server.url).download_result(signer, JOB_ID, 0, tmp_path / "out.bin")
+        assert len(self.opened) == 1
+        assert result.bytes_written == self.SIZE == (tmp_path / "out.bin").stat().st_size
+        assert result.sha256 == self._expected_sha()
+
+    def test_a_file_system_refusing_direct_writes_gets_the_rest_through_the_cache(
+        self, server, signer, tmp_path, monkeypatch
+    ):
+        """Some file systems take the O_DIRECT flag at open and refuse the writes (EINVAL)."""
+        import errno
+
+        from airflow_provider_ocean import direct_io
+
+        self._route(server)
+        real_write = os.write
+        refused: list[int] = []
+
+        def write(fd: int, data: Any) -> int:
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+                refused.append(len(data))
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(direct_io.os, "write", write)
+        result = make_client(server.url).download_result(signer, JOB_ID, 0, tmp_path / "out.bin")
+        monkeypatch.undo()
+        assert len(refused) == 1
+        assert result.bytes_written == self.SIZE == (tmp_path / "out.bin").stat().st_size
+        assert result.sha256 == self._expected_sha()
+        assert hashlib.sha256((tmp_path / "out.bin").read_bytes()).hexdigest() == result.sha256
 
 
 # -- transport failures (requests_mock) -------------------------------------------------------------
