@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -178,14 +179,18 @@ class ProxyServer:
     """
 
     STATUS_PATH = "/api/services/compute"
+    RESULT_PATH = "/api/services/computeResult"
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.status_times: list[float] = []
         self.failures: list[int] = []
         self.rewrite_status: Callable[[Any], Any] | None = None
-        #: result file names whose download is cut in the middle (the connection then closes)
+        #: result file names whose download is cut in the middle (the connection then closes); matched on
+        #: the ``Content-Disposition`` file name (Provider v4)
         self.truncate_results: set[str] = set()
+        #: the same by the ``index`` query parameter of ``computeResult`` (Ocean Node names no file)
+        self.truncate_indexes: set[int] = set()
         self.lock = threading.Lock()
         self.session = requests.Session()
         proxy = self
@@ -224,6 +229,9 @@ class ProxyServer:
                     content = json.dumps(proxy.rewrite_status(upstream.json())).encode()
                 disposition = upstream.headers.get("Content-Disposition") or ""
                 cut = any(f"filename={name}" in disposition for name in proxy.truncate_results)
+                if path_only == proxy.RESULT_PATH and proxy.truncate_indexes:
+                    index = parse_qs(urlsplit(self.path).query).get("index", [""])[0]
+                    cut = cut or (index.isdigit() and int(index) in proxy.truncate_indexes)
                 self.send_response(upstream.status_code)
                 for name, value in upstream.headers.items():
                     if name.lower() in ("content-type", "content-disposition"):

@@ -427,7 +427,8 @@ class TestTemplating:
         assert [o["did"] for o in orders(payment)] == [params["dataset"], params["algorithm"]]
         folder = tmp_path / dr.run_id
         manifest = xcom(dr, "collect")
-        assert {e["uri"].removeprefix("file://") for e in manifest} == {str(folder / e["name"]) for e in manifest}
+        written = {e["uri"].removeprefix("file://") for e in manifest}
+        assert written == {str(folder / e["name"]) for e in manifest}
         summary = (folder / "summary.json").read_text()
         assert json.loads(summary)["column"] == "rain_mm"  # the rendered custom data reached the job
         assert hook.get_job_status(job_id).is_succeeded

@@ -1,10 +1,16 @@
-"""OceanComputeResultsOperator in real Airflow (``dag.test()``) on jobs that really ran on the sandbox."""
+"""OceanComputeResultsOperator in real Airflow (``dag.test()``) on jobs that really ran on the sandbox.
+
+The sandbox tests run against both personalities (``[provider_v4]``, ``[ocean_node]``): a Provider v4 job
+publishes each output file on its own, an Ocean Node job one ``outputs.tar`` (plus its logs).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
+import tarfile
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -23,16 +29,15 @@ from tests.operators.support import (
     proxy_server,
     raw_algorithm,
     record_failure,
-    registered_job,
     run_dag,
     sleeping_algorithm,
-    start_job,
     stop_if_running,
     task_states,
     unique_dag_id,
     wait_terminal,
     xcom,
 )
+from tests.personalities import Personality
 
 # -- pure: file name sanitising ----------------------------------------------------------------------
 
@@ -87,19 +92,25 @@ def test_safe_filename_is_always_flat_and_bounded() -> None:
 
 
 @pytest.fixture(scope="module")
-def finished_job(sandbox: dict[str, Any]) -> JobStatus:
-    """One finished job (dataset + published algorithm) whose results the tests below collect."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW_CONN_OCEAN_DEFAULT", sandbox["conn_json"])
-        hook = make_hook()
-        job = wait_terminal(hook, registered_job(hook, sandbox))
-    assert job.is_succeeded
-    return job
+def finished_jobs() -> dict[str, JobStatus]:
+    """One finished job per personality, started on first use and shared by the module's tests."""
+    return {}
 
 
 @pytest.fixture
-def hook(ocean_conn: str) -> OceanComputeHook:
-    return make_hook(ocean_conn)
+def finished_job(any_sandbox: Personality, any_conn: str, finished_jobs: dict[str, JobStatus]) -> JobStatus:
+    """A finished job (dataset + published algorithm) whose results the tests below collect."""
+    if any_sandbox.name not in finished_jobs:
+        hook = make_hook(any_conn)
+        job = wait_terminal(hook, any_sandbox.start_registered(hook))
+        assert job.is_succeeded
+        finished_jobs[any_sandbox.name] = job
+    return finished_jobs[any_sandbox.name]
+
+
+@pytest.fixture
+def hook(any_conn: str) -> OceanComputeHook:
+    return make_hook(any_conn)
 
 
 def results_dag(dag_id: str, job_id: str, destination: str, **kwargs: Any) -> DAG:
@@ -124,13 +135,28 @@ def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+def output_name(box: Personality) -> str:
+    """The file an ``output`` result is written to: one file of the algorithm's (v4) or the archive (node)."""
+    return "outputs.tar" if box.is_node else "summary.csv"
+
+
+def summary_csv(box: Personality, folder: Path) -> str:
+    """The algorithm's summary.csv among the written results (node: inside outputs.tar)."""
+    if not box.is_node:
+        return (folder / "summary.csv").read_text()
+    with tarfile.open(folder / "outputs.tar") as archive:
+        member = archive.extractfile("outputs/summary.csv")
+        assert member is not None
+        return member.read().decode()
+
+
 @pytest.mark.chain
 class TestCollect:
     @pytest.mark.parametrize("form", ["path", "file_uri"])
     def test_streams_results_with_a_checked_manifest(
         self,
         hook: OceanComputeHook,
-        sandbox: dict[str, Any],
+        any_sandbox: Personality,
         airflow_db: str,
         finished_job: JobStatus,
         tmp_path: Path,
@@ -155,10 +181,9 @@ class TestCollect:
             assert entry["size"] == len(written) > 0
             assert entry["uri"].endswith("/" + entry["name"])
             assert str(folder) in entry["uri"]
-        summary = (folder / "summary.csv").read_text()
-        assert summary.splitlines()[0] == "station,count,mean,min,max"
+        assert summary_csv(any_sandbox, folder).splitlines()[0] == "station,count,mean,min,max"
         assert xcom(dr, "collect", "ocean_job_status_url") == job_status_url(
-            sandbox["provider_url"], sandbox["consumer"]["address"], finished_job.job_id
+            any_sandbox["provider_url"], any_sandbox["consumer"]["address"], finished_job.job_id
         )
 
     @pytest.mark.parametrize(
@@ -166,32 +191,34 @@ class TestCollect:
         [
             (["output"], {"output"}),
             (["algorithmLog"], {"algorithmLog"}),
-            (None, {"output", "algorithmLog", "configrationLog", "publishLog"}),
+            (None, "all"),
         ],
         ids=["output", "algorithmLog", "all"],
     )
     def test_only_the_chosen_result_types_are_written(
         self,
+        any_sandbox: Personality,
         airflow_db: str,
-        ocean_conn: str,
+        any_conn: str,
         finished_job: JobStatus,
         tmp_path: Path,
         result_types: list[str] | None,
-        expected_types: set[str],
+        expected_types: set[str] | str,
     ) -> None:
+        wanted = any_sandbox.all_result_types if expected_types == "all" else expected_types
         dag_id = unique_dag_id("results_types")
         dr = run_dag(results_dag(dag_id, finished_job.job_id, str(tmp_path), result_types=result_types))
 
         assert dr.state == "success", failure(dag_id, "collect")
         manifest = xcom(dr, "collect")
-        assert {e["type"] for e in manifest} == expected_types
-        expected = sorted(r.filename for r in finished_job.results if r.type in expected_types)
+        assert {e["type"] for e in manifest} == wanted
+        expected = sorted(r.filename for r in finished_job.results if r.type in wanted)
         assert files_in(tmp_path) == expected == sorted(e["name"] for e in manifest)
 
     def test_algorithm_log_is_copied_into_the_task_log(
         self,
         airflow_db: str,
-        ocean_conn: str,
+        any_conn: str,
         finished_job: JobStatus,
         tmp_path: Path,
         capfd: pytest.CaptureFixture,
@@ -208,7 +235,7 @@ class TestCollect:
         assert "algorithm.log" not in files_in(tmp_path)  # logged, but not written (not chosen)
 
     def test_asset_outlet_gets_an_event_with_the_manifest_summary(
-        self, airflow_db: str, ocean_conn: str, finished_job: JobStatus, tmp_path: Path
+        self, airflow_db: str, any_conn: str, finished_job: JobStatus, tmp_path: Path
     ) -> None:
         from airflow.models.asset import AssetEvent, AssetModel
         from airflow.utils.session import create_session
@@ -233,8 +260,12 @@ class TestCollect:
             {"name": e["name"], "sha256": e["sha256"], "size": e["size"]} for e in manifest
         ]
 
+    # Provider v4 only: there each output file is a result of its own, named by the algorithm. An Ocean Node
+    # publishes one outputs.tar; the names inside it are made safe by unpack_outputs (next test and
+    # tests/test_outputs_tar.py).
+    @pytest.mark.parametrize("personality", ["provider_v4"], indirect=True)
     def test_odd_and_duplicate_result_names_are_made_safe_and_unique(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, tmp_path: Path
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str, tmp_path: Path
     ) -> None:
         code = (
             "import os\n"
@@ -243,7 +274,7 @@ class TestCollect:
             "    open(os.path.join(out, name), 'w').write('content of ' + name)\n"
             "print('wrote three files')\n"
         )
-        job = wait_terminal(hook, start_job(hook, sandbox, raw_algorithm(code)))
+        job = wait_terminal(hook, any_sandbox.start_raw(hook, raw_algorithm(code)))
         assert job.is_succeeded
         dag_id = unique_dag_id("results_names")
         dr = run_dag(results_dag(dag_id, job.job_id, str(tmp_path), result_types=None))
@@ -266,13 +297,43 @@ class TestCollect:
         assert ("output", True) in by_type
         assert ("algorithmLog", False) in by_type
 
+    # Ocean Node only: a Provider v4 job has no archive to unpack (unpack_outputs is a no-op there).
+    @pytest.mark.parametrize("personality", ["ocean_node"], indirect=True)
+    def test_outputs_tar_is_unpacked_next_to_it(
+        self, hook: OceanComputeHook, airflow_db: str, finished_job: JobStatus, tmp_path: Path
+    ) -> None:
+        dag_id = unique_dag_id("results_unpack")
+        dr = run_dag(
+            results_dag(
+                dag_id, finished_job.job_id, str(tmp_path), result_types=["output"], unpack_outputs=True
+            )
+        )
+
+        assert dr.state == "success", failure(dag_id, "collect")
+        manifest = xcom(dr, "collect")
+        archive, *unpacked = manifest
+        assert (archive["name"], archive["type"]) == ("outputs.tar", "output")
+        assert {"summary.csv", "summary.json", "summary.png"} <= {e["name"] for e in unpacked}
+        with tarfile.open(tmp_path / "outputs.tar") as tar:
+            members = {m.name.removeprefix("outputs/"): m for m in tar.getmembers() if m.isfile()}
+            for entry in unpacked:
+                assert entry["archive"] == "outputs.tar"
+                assert entry["index"] == archive["index"]
+                data = (tmp_path / entry["name"]).read_bytes()
+                source = tar.extractfile(members[entry["name"]])
+                assert source is not None
+                assert data == source.read()
+                assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+                assert entry["size"] == len(data)
+        assert json.loads((tmp_path / "summary.json").read_text())["column"] == "temperature_c"
+
 
 @pytest.mark.chain
 class TestCollectFailures:
     def test_unfinished_job_fails_clearly(
-        self, hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, tmp_path: Path
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str, tmp_path: Path
     ) -> None:
-        job_id = start_job(hook, sandbox, sleeping_algorithm(40))
+        job_id = any_sandbox.start_raw(hook, sleeping_algorithm(40))
         try:
             dag_id = unique_dag_id("results_unfinished")
             dr = run_dag(results_dag(dag_id, job_id, str(tmp_path / "out")))
@@ -286,19 +347,20 @@ class TestCollectFailures:
             stop_if_running(hook, job_id)
 
     def test_result_above_max_file_size_fails_before_writing(
-        self, airflow_db: str, ocean_conn: str, finished_job: JobStatus, tmp_path: Path
+        self, airflow_db: str, any_conn: str, finished_job: JobStatus, tmp_path: Path
     ) -> None:
         dag_id = unique_dag_id("results_too_big")
         dr = run_dag(results_dag(dag_id, finished_job.job_id, str(tmp_path), max_file_size=10))
         assert task_states(dr) == {"collect": "failed"}
         message = failure(dag_id, "collect")
         assert "max_file_size 10" in message
-        assert "summary.csv" in message
+        first = next(r for r in finished_job.results if r.type in ("output", "algorithmLog"))
+        assert first.filename in message
         assert files_in(tmp_path) == []
 
     def test_understated_size_is_caught_while_streaming_and_leaves_no_partial_file(
         self,
-        sandbox: dict[str, Any],
+        any_sandbox: Personality,
         airflow_db: str,
         finished_job: JobStatus,
         tmp_path: Path,
@@ -312,9 +374,9 @@ class TestCollectFailures:
                     result["filesize"] = 1
             return jobs
 
-        with proxy_server(sandbox["provider_url"]) as proxy:
+        with proxy_server(any_sandbox["provider_url"]) as proxy:
             proxy.rewrite_status = understate
-            monkeypatch.setenv("AIRFLOW_CONN_OCEAN_PROXY", proxy.conn_json(sandbox))
+            monkeypatch.setenv("AIRFLOW_CONN_OCEAN_PROXY", proxy.conn_json(any_sandbox.info))
             dag_id = unique_dag_id("results_cap")
             dr = run_dag(
                 results_dag(
@@ -328,15 +390,18 @@ class TestCollectFailures:
 
     def test_broken_stream_leaves_no_partial_file(
         self,
-        sandbox: dict[str, Any],
+        any_sandbox: Personality,
         airflow_db: str,
         finished_job: JobStatus,
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        with proxy_server(sandbox["provider_url"]) as proxy:
-            proxy.truncate_results = {"summary.csv"}
-            monkeypatch.setenv("AIRFLOW_CONN_OCEAN_PROXY", proxy.conn_json(sandbox))
+        with proxy_server(any_sandbox["provider_url"]) as proxy:
+            if any_sandbox.is_node:
+                proxy.truncate_indexes = {next(r.index for r in finished_job.results if r.type == "output")}
+            else:
+                proxy.truncate_results = {"summary.csv"}
+            monkeypatch.setenv("AIRFLOW_CONN_OCEAN_PROXY", proxy.conn_json(any_sandbox.info))
             dag_id = unique_dag_id("results_broken")
             dr = run_dag(
                 results_dag(
@@ -349,12 +414,13 @@ class TestCollectFailures:
             )
         assert task_states(dr) == {"collect": "failed"}
         assert "stream broke" in failure(dag_id, "collect")
-        assert files_in(tmp_path) == []  # neither a truncated summary.csv nor a .part file
+        assert files_in(tmp_path) == []  # neither a truncated output nor a .part file
 
     def test_relative_destination_is_relative_to_the_working_directory(
         self,
+        any_sandbox: Personality,
         airflow_db: str,
-        ocean_conn: str,
+        any_conn: str,
         finished_job: JobStatus,
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
@@ -365,7 +431,7 @@ class TestCollectFailures:
             dag_id = unique_dag_id("results_relative")
             dr = run_dag(results_dag(dag_id, finished_job.job_id, relative, result_types=["output"]))
             assert dr.state == "success", failure(dag_id, "collect")
-            assert (tmp_path / relative / "summary.csv").is_file()
+            assert (tmp_path / relative / output_name(any_sandbox)).is_file()
             assert not Path("/", relative).exists()  # not under the filesystem root
         finally:
             shutil.rmtree(Path("/", relative), ignore_errors=True)
