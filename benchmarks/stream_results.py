@@ -213,9 +213,9 @@ def main() -> int:
     goals = _common.Goals("stream_results")
     goals.check(f"peak memory growth <= {GOAL_PEAK_MB:.0f} MB", f"{peak:.1f} MB", peak <= GOAL_PEAK_MB)
     goals.check(
-        f"throughput >= {GOAL_RATIO}x curl (each after itself)",
-        f"{ratio:.2f}x (after the other client: {_common.median(first):.2f}x)",
-        ratio >= GOAL_RATIO,
+        f"throughput >= {GOAL_RATIO}x curl, after itself and after the other client",
+        f"{ratio:.2f}x after itself, {_common.median(first):.2f}x after the other client",
+        min(ratio, _common.median(first)) >= GOAL_RATIO,
         enforced=not args.small,
     )
     return goals.report(
