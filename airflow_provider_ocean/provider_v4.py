@@ -23,7 +23,6 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import requests
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from airflow_provider_ocean import __version__
 from airflow_provider_ocean.direct_io import DIRECT_IO_MIN_BYTES, copy_body_direct, open_direct
@@ -40,6 +39,7 @@ from airflow_provider_ocean.models import (
     JobStatus,
     ResultFile,
 )
+from airflow_provider_ocean.retry import read_retrying
 from airflow_provider_ocean.signing import NONCES, NonceAllocator, job_message, result_message, start_message
 
 if TYPE_CHECKING:
@@ -295,20 +295,13 @@ class ProviderV4Client:
 
     def _read(self, method: str, url: str, *, operation: str, **kwargs: Any) -> requests.Response:
         """Send an idempotent read, retrying transient failures."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retry_limit),
-            # exponential backoff plus jitter (wait_random), bounded by retry_max_delay
-            wait=wait_exponential(multiplier=self.retry_delay, max=self.retry_max_delay)
-            + wait_random(0, self.retry_delay),
-            retry=retry_if_exception(_is_transient),
-            reraise=True,
-            before_sleep=lambda state: log.warning(
-                "%s failed (attempt %s of %s), retrying: %s",
-                operation,
-                state.attempt_number,
-                self.retry_limit,
-                state.outcome.exception() if state.outcome else "",
-            ),
+        retrying = read_retrying(
+            attempts=self.retry_limit,
+            delay=self.retry_delay,
+            max_delay=self.retry_max_delay,
+            transient=_is_transient,
+            what=operation,
+            log=log,
         )
         return retrying(self._send, method, url, operation=operation, **kwargs)
 

@@ -6,13 +6,16 @@ import itertools
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from airflow_provider_ocean.chain.abi import decode_revert_reason
 from airflow_provider_ocean.chain.errors import ReceiptTimeoutError, RpcError, RpcUnavailableError
+from airflow_provider_ocean.retry import read_retrying
+
+if TYPE_CHECKING:
+    from tenacity import Retrying
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +83,7 @@ class JsonRpcClient:
         """
         if method in NOT_RETRIED or self.retries == 1:
             return self._request_once(method, params)
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retries),
-            wait=wait_exponential(multiplier=self.retry_delay, max=10) + wait_random(0, self.retry_delay),
-            retry=retry_if_exception(_is_transient),
-            reraise=True,
-            before_sleep=lambda state: log.warning(
-                "RPC %s failed (attempt %s of %s), retrying: %s",
-                method,
-                state.attempt_number,
-                self.retries,
-                state.outcome.exception() if state.outcome else "",
-            ),
-        )
-        return retrying(self._request_once, method, params)
+        return self._retrying(f"RPC {method}")(self._request_once, method, params)
 
     def _request_once(self, method: str, params: list[Any] | None) -> Any:
         with self._id_lock:
@@ -143,13 +133,17 @@ class JsonRpcClient:
             return [self._result_or_error(*calls[0])]
         if self.retries == 1:
             return self._batch_once(calls)
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retries),
-            wait=wait_exponential(multiplier=self.retry_delay, max=10) + wait_random(0, self.retry_delay),
-            retry=retry_if_exception(_is_transient),
-            reraise=True,
+        return self._retrying(f"RPC batch of {len(calls)}")(self._batch_once, calls)
+
+    def _retrying(self, what: str) -> Retrying:
+        return read_retrying(
+            attempts=self.retries,
+            delay=self.retry_delay,
+            max_delay=10.0,
+            transient=_is_transient,
+            what=what,
+            log=log,
         )
-        return retrying(self._batch_once, calls)
 
     def _result_or_error(self, method: str, params: list[Any]) -> Any:
         try:
