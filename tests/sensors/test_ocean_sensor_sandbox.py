@@ -1,7 +1,8 @@
 """OceanComputeJobStatusSensor in real Airflow (``dag.test()``) against the sandbox, in its three modes.
 
 ``dag.test()`` in Airflow 3.3 runs reschedules (it re-runs UP_FOR_RESCHEDULE tasks once their date passed,
-about every second) and deferrals (the trigger runs in-line), so all three modes run for real here.
+about every second) and deferrals (the trigger runs in-line), so all three modes run for real here, against
+both sandbox personalities (``[provider_v4]``, ``[ocean_node]``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.operators.support import (
     wait_terminal,
     xcom,
 )
+from tests.personalities import Personality
 
 pytestmark = pytest.mark.chain
 
@@ -39,8 +41,8 @@ MODES = ["poke", "reschedule", "deferrable"]
 
 
 @pytest.fixture
-def hook(ocean_conn: str) -> OceanComputeHook:
-    return make_hook(ocean_conn)
+def hook(any_conn: str) -> OceanComputeHook:
+    return make_hook(any_conn)
 
 
 def sensor_kwargs(mode: str) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def sensor_kwargs(mode: str) -> dict[str, Any]:
 
 
 def sensor_dag(
-    dag_id: str, sandbox: dict[str, Any], algorithm: dict[str, Any], mode: str, **sensor_args: Any
+    dag_id: str, sandbox: Personality, algorithm: dict[str, Any], mode: str, **sensor_args: Any
 ) -> DAG:
     """start (no wait) >> sensor on the started job."""
     sensor_args.setdefault("poke_interval", 0.5)
@@ -58,7 +60,7 @@ def sensor_dag(
     with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
         start = OceanComputeStartOperator(
             task_id="start",
-            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            datasets=sandbox.raw_datasets(),
             algorithm=algorithm,
             wait_for_completion=False,
         )
@@ -74,11 +76,11 @@ def sensor_dag(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_sensor_succeeds_when_the_job_finishes(
-    hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, mode: str
+    hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str, mode: str
 ) -> None:
     dag_id = unique_dag_id(f"sensor_ok_{mode}")
     # a 4 s job: still running when the sensor first looks, so each mode really has to wait
-    dr = run_dag(sensor_dag(dag_id, sandbox, sleeping_algorithm(4), mode))
+    dr = run_dag(sensor_dag(dag_id, any_sandbox, sleeping_algorithm(4), mode))
 
     assert dr.state == "success", failure(dag_id, "sense")
     assert task_states(dr) == {"start": "success", "sense": "success"}
@@ -90,7 +92,7 @@ def test_sensor_succeeds_when_the_job_finishes(
     assert result["date_finished"]
     assert hook.get_job_status(job_id).is_succeeded
     assert xcom(dr, "sense", "ocean_job_status_url") == job_status_url(
-        sandbox["provider_url"], sandbox["consumer"]["address"], job_id
+        any_sandbox["provider_url"], any_sandbox["consumer"]["address"], job_id
     )
     # each mode really waited the way it claims to
     rescheduled = reschedule_count(dr, "sense")
@@ -112,15 +114,18 @@ def test_sensor_succeeds_when_the_job_finishes(
 
 @pytest.mark.parametrize("mode", ["poke", "deferrable"])
 @pytest.mark.parametrize("soft_fail", [False, True], ids=["hard", "soft_fail"])
-def test_provisioning_failure(
-    hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, mode: str, soft_fail: bool
+def test_failed_job_fails_the_sensor(
+    hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str, mode: str, soft_fail: bool
 ) -> None:
-    """Status 32 fails the sensor at once with the status text and the log tail; soft_fail skips."""
-    dag_id = unique_dag_id(f"sensor_32_{mode}")
-    dr = run_dag(sensor_dag(dag_id, sandbox, raw_algorithm("x"), mode, soft_fail=soft_fail))
+    """A failed job fails the sensor at once with the status text and the log tail; soft_fail skips.
+    (v4: provisioning failure, status 32; node: the algorithm exits with 1.)"""
+    dag_id = unique_dag_id(f"sensor_failed_{mode}")
+    dr = run_dag(sensor_dag(dag_id, any_sandbox, raw_algorithm("x"), mode, soft_fail=soft_fail))
 
     job = hook.get_job_status(xcom(dr, "start"))
-    assert job.status == 32
+    assert job.outcome == "failed"
+    if not any_sandbox.is_node:
+        assert job.status == 32
     if soft_fail:
         assert task_states(dr) == {"start": "success", "sense": "skipped"}
         assert failure(dag_id, "sense") == ""
@@ -128,21 +133,25 @@ def test_provisioning_failure(
     assert task_states(dr) == {"start": "success", "sense": "failed"}
     message = failure(dag_id, "sense")
     assert "OceanJobError" in message
-    assert "Algorithm provisioning failed" in message
-    assert "status 32" in message
-    assert "--- configrationLog (tail) ---" in message
-    assert "algorithm provisioning failed" in message  # a line of the configure log itself
+    for fragment in any_sandbox.failure_fragments:
+        assert fragment in message
+    if any_sandbox.is_node:
+        assert "--- algorithmLog (tail) ---" in message
+        assert "name 'x' is not defined" in message  # a line of the algorithm log itself
+    else:
+        assert "--- configrationLog (tail) ---" in message
+        assert "algorithm provisioning failed" in message  # a line of the configure log itself
 
 
 def test_stopped_job_fails_the_rescheduling_sensor(
-    hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+    hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
 ) -> None:
     """The job is stopped by a parallel task while the sensor waits (reschedule mode frees the slot)."""
     dag_id = unique_dag_id("sensor_stopped")
     with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
         start = OceanComputeStartOperator(
             task_id="start",
-            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            datasets=any_sandbox.raw_datasets(),
             algorithm=sleeping_algorithm(40),
             wait_for_completion=False,
         )
@@ -170,13 +179,13 @@ def test_stopped_job_fails_the_rescheduling_sensor(
 
 
 def test_stopped_job_fails_the_deferred_sensor(
-    hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str
+    hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
 ) -> None:
     dag_id = unique_dag_id("sensor_stopped_deferred")
     with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
         start = OceanComputeStartOperator(
             task_id="start",
-            datasets=[sandbox["assets"]["dataset_raw"]["did"]],
+            datasets=any_sandbox.raw_datasets(),
             algorithm=sleeping_algorithm(40),
             wait_for_completion=False,
         )
@@ -209,10 +218,10 @@ def test_stopped_job_fails_the_deferred_sensor(
     [("poke", False), ("reschedule", False), ("deferrable", False), ("deferrable", True), ("poke", True)],
 )
 def test_sensor_timeout_stops_the_job(
-    hook: OceanComputeHook, sandbox: dict[str, Any], airflow_db: str, mode: str, soft_fail: bool
+    hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str, mode: str, soft_fail: bool
 ) -> None:
     dag_id = unique_dag_id(f"sensor_timeout_{mode}")
-    dag = sensor_dag(dag_id, sandbox, sleeping_algorithm(40), mode, timeout=2, soft_fail=soft_fail)
+    dag = sensor_dag(dag_id, any_sandbox, sleeping_algorithm(40), mode, timeout=2, soft_fail=soft_fail)
     job_id = None
     try:
         started = time.monotonic()
