@@ -85,18 +85,21 @@ class JsonRpcClient:
             return self._request_once(method, params)
         return self._retrying(f"RPC {method}")(self._request_once, method, params)
 
-    def _request_once(self, method: str, params: list[Any] | None) -> Any:
-        with self._id_lock:
-            request_id = next(self._ids)
-        payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or []}
+    def _post(self, payload: Any, what: str) -> requests.Response:
         try:
-            response = self._session.post(
+            return self._session.post(
                 self.url, json=payload, timeout=(min(10.0, self.timeout), self.timeout), verify=self.verify
             )
         except requests.RequestException as exc:
             raise RpcUnavailableError(
-                f"RPC {self.url} unreachable for {method}: {type(exc).__name__}", transient=True
+                f"RPC {self.url} unreachable for {what}: {type(exc).__name__}", transient=True
             ) from exc
+
+    def _request_once(self, method: str, params: list[Any] | None) -> Any:
+        with self._id_lock:
+            request_id = next(self._ids)
+        payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or []}
+        response = self._post(payload, method)
         try:
             body = response.json()
         except ValueError:
@@ -159,14 +162,7 @@ class JsonRpcClient:
             for request_id, (method, params) in zip(ids, calls, strict=True)
         ]
         names = ",".join(sorted({method for method, _params in calls}))
-        try:
-            response = self._session.post(
-                self.url, json=payload, timeout=(min(10.0, self.timeout), self.timeout), verify=self.verify
-            )
-        except requests.RequestException as exc:
-            raise RpcUnavailableError(
-                f"RPC {self.url} unreachable for a batch of {names}: {type(exc).__name__}", transient=True
-            ) from exc
+        response = self._post(payload, f"a batch of {names}")
         if response.status_code == 429 or response.status_code >= 500:
             raise RpcUnavailableError(
                 f"RPC {self.url} answered a batch of {names} with HTTP {response.status_code}", transient=True
