@@ -1,8 +1,9 @@
 """OceanComputeJobTrigger and OwnerStatusPoller under asyncio.
 
-The first part drives the trigger against the real sandbox (directly, or through a real local HTTP proxy
-that counts status requests and injects errors); the second part feeds the poller/trigger a fake owner
-list to check the failure handling quickly and deterministically.
+The first part drives the trigger against the real sandbox, both personalities (``[provider_v4]``,
+``[ocean_node]``), directly or through a real local HTTP proxy that counts status requests and injects
+errors; the second part feeds the poller/trigger a fake owner list to check the failure handling quickly
+and deterministically.
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ from tests.operators.support import (
     make_hook,
     proxy_server,
     raw_algorithm,
-    registered_job,
     sleeping_algorithm,
-    start_job,
     stop_if_running,
     wait_terminal,
 )
+from tests.personalities import Personality
 
 CLASSPATH = "airflow_provider_ocean.triggers.ocean.OceanComputeJobTrigger"
 #: A throw-away key for the connection of the fake-fetch tests (never used on a chain).
@@ -114,14 +114,14 @@ class TestSerialize:
 class TestTriggerOnSandbox:
     @pytest.mark.asyncio
     async def test_finished_job_gives_exactly_one_success_event(
-        self, sandbox: dict[str, Any], ocean_conn: str
+        self, any_sandbox: Personality, any_conn: str
     ) -> None:
-        hook = make_hook(ocean_conn)
-        job_id = registered_job(hook, sandbox)
+        hook = make_hook(any_conn)
+        job_id = any_sandbox.start_registered(hook)
         wait_terminal(hook, job_id)
 
         events = await collect(
-            OceanComputeJobTrigger(job_id=job_id, ocean_conn_id=ocean_conn, poll_interval=0.5)
+            OceanComputeJobTrigger(job_id=job_id, ocean_conn_id=any_conn, poll_interval=0.5)
         )
 
         assert len(events) == 1
@@ -130,31 +130,40 @@ class TestTriggerOnSandbox:
         assert payload["job_id"] == job_id
         assert payload["job"]["status"] == 70
         assert payload["job"]["stopreq"] == 0
-        assert "Job finished" in payload["message"]
+        assert payload["job"]["status_text"].strip() in payload["message"]
+        # a node says "Job settling" until its payment cron claimed the job, then "Job finished"
+        expected = {"Job settling", "Job finished"} if any_sandbox.is_node else {"Job finished"}
+        assert payload["job"]["status_text"].strip() in expected
         assert JobStatus.from_dict(payload["job"]).is_succeeded
         assert deserialize(serialize(payload)) == payload  # what dag.test/the triggerer do with it
 
     @pytest.mark.asyncio
-    async def test_running_job_then_failed_event(self, sandbox: dict[str, Any], ocean_conn: str) -> None:
-        hook = make_hook(ocean_conn)
-        job_id = start_job(hook, sandbox, raw_algorithm("x"))  # ends with status 32
+    async def test_running_job_then_failed_event(self, any_sandbox: Personality, any_conn: str) -> None:
+        hook = make_hook(any_conn)
+        job_id = any_sandbox.start_raw(hook, raw_algorithm("x"))  # v4: status 32; node: exit code 1
 
         events = await collect(
-            OceanComputeJobTrigger(job_id=job_id, ocean_conn_id=ocean_conn, poll_interval=0.5)
+            OceanComputeJobTrigger(job_id=job_id, ocean_conn_id=any_conn, poll_interval=0.5)
         )
 
         assert [e.payload["status"] for e in events] == ["failed"]
-        assert events[0].payload["job"]["status"] == 32
+        job = JobStatus.from_dict(events[0].payload["job"])
+        assert job.is_terminal
+        assert not job.is_succeeded
+        if any_sandbox.is_node:
+            assert "exit code 1" in job.status_text
+        else:
+            assert job.status == 32
 
     @pytest.mark.asyncio
-    async def test_timeout_event_at_end_time(self, sandbox: dict[str, Any], ocean_conn: str) -> None:
-        hook = make_hook(ocean_conn)
-        job_id = start_job(hook, sandbox, sleeping_algorithm(40))
+    async def test_timeout_event_at_end_time(self, any_sandbox: Personality, any_conn: str) -> None:
+        hook = make_hook(any_conn)
+        job_id = any_sandbox.start_raw(hook, sleeping_algorithm(40))
         try:
             started = time.monotonic()
             events = await collect(
                 OceanComputeJobTrigger(
-                    job_id=job_id, ocean_conn_id=ocean_conn, poll_interval=1.0, end_time=time.time() + 1.5
+                    job_id=job_id, ocean_conn_id=any_conn, poll_interval=1.0, end_time=time.time() + 1.5
                 )
             )
             elapsed = time.monotonic() - started
@@ -170,13 +179,13 @@ class TestTriggerOnSandbox:
 
     @pytest.mark.asyncio
     async def test_many_triggers_share_one_status_request_per_interval(
-        self, sandbox: dict[str, Any], ocean_conn: str, monkeypatch: pytest.MonkeyPatch
+        self, any_sandbox: Personality, any_conn: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        hook = make_hook(ocean_conn)
-        jobs = [start_job(hook, sandbox, sleeping_algorithm(3)) for _ in range(2)]
+        hook = make_hook(any_conn)
+        jobs = [any_sandbox.start_raw(hook, sleeping_algorithm(3)) for _ in range(2)]
         interval = 0.5
-        with proxy_server(sandbox["provider_url"]) as proxy:
-            monkeypatch.setenv("AIRFLOW_CONN_OCEAN_PROXY", proxy.conn_json(sandbox))
+        with proxy_server(any_sandbox["provider_url"]) as proxy:
+            monkeypatch.setenv("AIRFLOW_CONN_OCEAN_PROXY", proxy.conn_json(any_sandbox.info))
             triggers = [
                 OceanComputeJobTrigger(
                     job_id=jobs[i % 2], ocean_conn_id="ocean_proxy", poll_interval=interval
@@ -199,14 +208,14 @@ class TestTriggerOnSandbox:
 
     @pytest.mark.asyncio
     async def test_transient_server_errors_are_tolerated(
-        self, sandbox: dict[str, Any], ocean_conn: str, monkeypatch: pytest.MonkeyPatch
+        self, any_sandbox: Personality, any_conn: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        hook = make_hook(ocean_conn)
-        job_id = registered_job(hook, sandbox)
-        with proxy_server(sandbox["provider_url"]) as proxy:
-            monkeypatch.setenv("AIRFLOW_CONN_OCEAN_PROXY", proxy.conn_json(sandbox))
-            # only status requests fail: 3 times HTTP 500 (all of the hook's own retries of one poll,
-            # so the trigger sees a failed poll), then the proxy forwards again
+        hook = make_hook(any_conn)
+        job_id = any_sandbox.start_registered(hook)
+        with proxy_server(any_sandbox["provider_url"]) as proxy:
+            monkeypatch.setenv("AIRFLOW_CONN_OCEAN_PROXY", proxy.conn_json(any_sandbox.info))
+            # only status requests fail: 3 times HTTP 500 (v4: all of the hook's own retries of one poll,
+            # so the trigger sees a failed poll; node: three failed polls), then the proxy forwards again
             proxy.fail_next(500, 500, 500)
             events = await collect(
                 OceanComputeJobTrigger(job_id=job_id, ocean_conn_id="ocean_proxy", poll_interval=0.5)
@@ -219,13 +228,13 @@ class TestTriggerOnSandbox:
     @pytest.mark.asyncio
     @pytest.mark.parametrize("stop_on_kill", [True, False])
     async def test_on_kill_stops_the_job(
-        self, sandbox: dict[str, Any], ocean_conn: str, stop_on_kill: bool
+        self, any_sandbox: Personality, any_conn: str, stop_on_kill: bool
     ) -> None:
-        hook = make_hook(ocean_conn)
-        job_id = start_job(hook, sandbox, sleeping_algorithm(40))
+        hook = make_hook(any_conn)
+        job_id = any_sandbox.start_raw(hook, sleeping_algorithm(40))
         try:
             trigger = OceanComputeJobTrigger(
-                job_id=job_id, ocean_conn_id=ocean_conn, poll_interval=0.5, stop_on_kill=stop_on_kill
+                job_id=job_id, ocean_conn_id=any_conn, poll_interval=0.5, stop_on_kill=stop_on_kill
             )
             task = asyncio.create_task(collect(trigger))
             await asyncio.sleep(1.0)
