@@ -21,11 +21,13 @@ from airflow.sdk import DAG
 
 from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain.tx import call_function
+from airflow_provider_ocean.escrow import EscrowPayer
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 from airflow_provider_ocean.links import ddo_url, job_status_url
 from airflow_provider_ocean.models import JobStatus
 from airflow_provider_ocean.operators.compute import OceanComputeStartOperator, OceanComputeStopOperator
 from airflow_provider_ocean.operators.results import OceanComputeResultsOperator
+from airflow_provider_ocean.sensors.ocean import OceanComputeJobStatusSensor
 from tests.operators.support import (
     failure,
     make_hook,
@@ -47,6 +49,8 @@ pytestmark = pytest.mark.chain
 
 TX_RE = re.compile(r"^0x[0-9a-f]{64}$")
 TRIGGER_CLASSPATH = "airflow_provider_ocean.triggers.ocean.OceanComputeJobTrigger"
+SAMPLE = Path(__file__).parents[2] / "airflow_provider_ocean" / "sandbox" / "data" / "sample_algorithm.py"
+ONE = 10**18
 START_XCOM_KEYS = {
     "return_value",
     "ocean_job_id",
@@ -534,3 +538,69 @@ class TestStopAndKill:
             assert job.stopreq == 1
         finally:
             stop_if_running(hook, job_id)
+
+
+class TestNodeOptions:
+    """``resources``, ``max_job_duration``, ``queue_max_wait_time`` and ``free`` exist on Ocean Node only
+    (environments with priced resources, escrow payment); a Provider v4 connection refuses them."""
+
+    @pytest.mark.parametrize("personality", ["ocean_node"], indirect=True)
+    def test_paid_job_with_node_options_then_deferrable_sensor(
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
+    ) -> None:
+        box = any_sandbox
+        dag_id = unique_dag_id("node_paid")
+        with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+            start = OceanComputeStartOperator(
+                task_id="start",
+                datasets=box.raw_datasets(),
+                algorithm=raw_algorithm(SAMPLE.read_text()),
+                environment=box["environments"]["paid"],
+                max_fee=20 * ONE,
+                resources={"cpu": 2, "ram": 2},
+                max_job_duration=60,
+                queue_max_wait_time=0,
+                wait_for_completion=False,
+                on_failure_callback=record_failure,
+            )
+            sensor = OceanComputeJobStatusSensor(
+                task_id="wait",
+                job_id="{{ ti.xcom_pull(task_ids='start') }}",
+                poke_interval=0.5,
+                timeout=120,
+                deferrable=True,
+                on_failure_callback=record_failure,
+            )
+            start >> sensor
+        dr = run_dag(dag)
+
+        assert dr.state == "success", failure(dag_id, "start") or failure(dag_id, "wait")
+        node = xcom(dr, "start", "ocean_payment")["ocean_node"]
+        assert node["free"] is False
+        assert node["options"]["resources"] == [{"id": "cpu", "amount": 2}, {"id": "ram", "amount": 2}]
+        # (2 cpu × 2 + 2 ram × 1 + 1 disk × 0.2) per minute × 1 minute
+        assert int(node["amount"]) == int(6.2 * ONE)
+        job = xcom(dr, "wait")
+        assert job["job_id"] == xcom(dr, "start")
+        assert job["status"] == 70
+        [(classpath, _kwargs)] = triggers_for(job["job_id"])  # the sensor really deferred
+        assert classpath == TRIGGER_CLASSPATH
+        escrow = EscrowPayer(hook.rpc, box["addresses"]["Escrow"])
+        (auth,) = escrow.authorizations(
+            hook.consumer_address, box["addresses"]["Ocean"], box["provider_address"]
+        )
+        assert auth.max_lock_seconds >= 60 + 3600  # maxJobDuration + the node's claim timeout
+
+    @pytest.mark.parametrize("personality", ["provider_v4"], indirect=True)
+    def test_node_options_are_refused_on_a_provider_before_spending(
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
+    ) -> None:
+        nonce_before = hook.rpc.get_transaction_count(hook.consumer_address, "latest")
+        dag_id = unique_dag_id("v4_node_options")
+        dr = run_dag(start_dag(dag_id, **any_sandbox.registered(), resources={"cpu": 2}, retries=0))
+
+        assert task_states(dr) == {"start": "failed"}
+        message = failure(dag_id, "start")
+        assert "OceanValidationError" in message
+        assert "only apply to Ocean Node" in message
+        assert hook.rpc.get_transaction_count(hook.consumer_address, "latest") == nonce_before
