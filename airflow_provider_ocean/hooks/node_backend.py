@@ -175,6 +175,9 @@ class OceanNodeBackend:
     @cached_property
     def client(self) -> OceanNodeClient:
         """The Ocean Node wire client (``auth_token`` extra, if set, replaces signatures)."""
+        return self._new_client()
+
+    def _new_client(self) -> OceanNodeClient:
         from airflow_provider_ocean.ocean_node import OceanNodeClient
 
         settings = self.hook.settings
@@ -636,9 +639,20 @@ class OceanNodeBackend:
         except OceanJobNotFoundError:
             return []
 
-    def stream_logs(self, job_id: str) -> Iterator[str]:
-        """The running job's log lines as they are written (ends when the job stops running)."""
-        return self.client.stream_logs(self.hook.signer, job_id)
+    def stream_logs(
+        self, job_id: str, *, own_session: bool = False, timeout: float | None = None
+    ) -> Iterator[str]:
+        """The running job's log lines as they are written (ends when the job stops running).
+
+        Nothing is sent until the first line is asked for.
+
+        :param job_id: the full job id.
+        :param own_session: use a client (HTTP session) of its own, to read the stream from another thread
+            while this backend keeps polling.
+        :param timeout: read timeout between two chunks (default: the connection's timeout).
+        """
+        client = self._new_client() if own_session else self.client
+        return client.stream_logs(self.hook.signer, job_id, timeout=timeout)
 
 
 def _epoch(value: Any) -> float:

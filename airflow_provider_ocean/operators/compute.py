@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from functools import cached_property
@@ -34,6 +35,12 @@ PAYMENT_STATE_KEY = "ocean_payment"
 PENDING_START_STATE_KEY = "ocean_pending_start"
 #: Seconds kept free before ``execution_timeout`` so the job can be stopped before Airflow kills the task.
 DEADLINE_MARGIN = 10.0
+#: Ocean Node status "Running algorithm": the live log can be followed from then on.
+_NODE_RUNNING_ALGORITHM = 40
+#: Read timeout of the live log stream (an algorithm may print nothing for a long time).
+LIVE_LOG_READ_TIMEOUT = 600.0
+#: How long the end of a live log may still take to arrive once the job ended.
+LIVE_LOG_DRAIN_SECONDS = 5.0
 
 
 def _seconds(value: timedelta | float | int | str | None, name: str = "value") -> float | None:
@@ -91,6 +98,42 @@ def _did_of(item: Any) -> str | None:
     return getattr(item, "did", None)
 
 
+class _LiveLog:
+    """Copies a running Ocean Node job's log lines into the task log as they are written (daemon thread).
+
+    One stream per wait (the node replays the whole log on every request); it ends when the container
+    stops, the stream breaks or the read timeout passes, and never fails the task.
+
+    :param lines: the lines (nothing is sent before the thread asks for the first one).
+    :param log: the task logger.
+    :param job_id: the job id (for the messages).
+    """
+
+    def __init__(self, lines: Any, log: Any, job_id: str) -> None:
+        self.lines = lines
+        self.log = log
+        self.job_id = job_id
+        self.count = 0
+        self.thread = threading.Thread(target=self._run, name=f"ocean-live-log-{job_id[-8:]}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            for line in self.lines:
+                self.count += 1
+                self.log.info("[algorithm] %s", line)
+        except Exception as exc:  # best effort: the full log is in the job's results
+            self.log.warning("Live log of job %s stopped: %s", self.job_id, exc)
+
+    def start(self) -> _LiveLog:
+        self.log.info("Following the live log of job %s", self.job_id)
+        self.thread.start()
+        return self
+
+    def finish(self, timeout: float = LIVE_LOG_DRAIN_SECONDS) -> None:
+        """Give the last lines a moment to arrive (the stream ends with the container)."""
+        self.thread.join(timeout)
+
+
 class _OceanJobWaiter:
     """Waiting, finishing and stopping shared by the start operator and the sensor."""
 
@@ -98,6 +141,8 @@ class _OceanJobWaiter:
     poll_interval: float
     stop_on_kill: bool
     log: Any
+    #: Ocean Node: copy the running algorithm's log into the task log while waiting synchronously.
+    stream_logs: bool = False
 
     @cached_property
     def hook(self) -> OceanComputeHook:
@@ -138,20 +183,36 @@ class _OceanJobWaiter:
 
         started = time.monotonic()
         last: int | None = None
-        while True:
-            job = self.hook.get_job_status(job_id)
-            if job.status != last:
-                log_progress(self.log, job, started, time.monotonic())
-                last = job.status
-            if job.is_terminal:
-                return job
-            if deadline is not None and time.time() >= deadline:
-                self._stop_quietly(job_id)
-                raise OceanJobError(f"Job {job_id} did not finish in time; it was stopped", job_id=job_id)
-            pause = (
-                self.poll_interval if deadline is None else min(self.poll_interval, deadline - time.time())
-            )
-            time.sleep(max(pause, 0.0))
+        live: _LiveLog | None = None
+        try:
+            while True:
+                job = self.hook.get_job_status(job_id)
+                if job.status != last:
+                    log_progress(self.log, job, started, time.monotonic())
+                    last = job.status
+                if job.is_terminal:
+                    return job
+                if live is None and self._follows_live_log(job):
+                    lines = self.hook.node.stream_logs(
+                        job_id, own_session=True, timeout=LIVE_LOG_READ_TIMEOUT
+                    )
+                    live = _LiveLog(lines, self.log, job_id).start()
+                if deadline is not None and time.time() >= deadline:
+                    self._stop_quietly(job_id)
+                    raise OceanJobError(f"Job {job_id} did not finish in time; it was stopped", job_id=job_id)
+                pause = (
+                    self.poll_interval
+                    if deadline is None
+                    else min(self.poll_interval, deadline - time.time())
+                )
+                time.sleep(max(pause, 0.0))
+        finally:
+            if live is not None:
+                live.finish()
+
+    def _follows_live_log(self, job: JobStatus) -> bool:
+        """Whether to start following the job's live log now (Ocean Node, algorithm running)."""
+        return bool(self.stream_logs) and job.status == _NODE_RUNNING_ALGORITHM and self.hook.is_ocean_node
 
     def _complete(self, event: dict[str, Any] | None) -> JobStatus:
         """Validate a trigger event: return the finished job, stop it on timeout, raise on failure."""
@@ -186,9 +247,11 @@ class OceanComputeStartOperator(_OceanJobWaiter, ResumableJobMixin, BaseOperator
       deleted when the next one starts). A retry reattaches to the job if it is still active, returns it
       if it succeeded, and starts a new one only if it failed or is gone. This holds for the deferrable
       path too (a retry after a deferral defers again on the same job);
-    - before the start request is sent, its orders are recorded; if the answer is lost (timeout,
-      reset, 5xx, the Provider's duplicate-nonce 503, or a crash before the reference was stored), the
-      next try first looks for a job created with those orders and reattaches to it;
+    - before the start request is sent, its orders are recorded (Ocean Node: the unique tag the start
+      puts in the job's ``metadata``, since a free node job has no order); if the answer is lost
+      (timeout, reset, 5xx, the Provider's duplicate-nonce 503, or a crash before the reference was
+      stored), the next try first looks for a job created with those orders (that tag) and reattaches
+      to it;
     - orders paid by an earlier try of this task instance (task state) or by an earlier run (XCom) are
       offered again to ``initializeCompute``; the chain decides (``validOrder``) whether they still
       cover the job, so retries and scheduled runs do not pay twice;
@@ -226,6 +289,9 @@ class OceanComputeStartOperator(_OceanJobWaiter, ResumableJobMixin, BaseOperator
     :param queue_max_wait_time: Ocean Node only: seconds the job may wait for resources (0: fail instead).
     :param free: Ocean Node only: ``True`` free job (``freeCompute``), ``False`` paid through the Escrow,
         ``None`` free when the environment accepts free jobs and no ``max_fee`` is given.
+    :param stream_logs: Ocean Node only: while waiting synchronously (not deferrable), copy the running
+        algorithm's output into the task log as it is written (``computeStreamableLogs``, lines prefixed
+        with ``[algorithm]``). Best effort; the full log stays in the job's results.
     :param durable: keep the job reference in the task state to reattach on retries (default ``True``;
         ``False``: every try pays/starts as if it were the first).
     :return: the job id (XCom ``return_value``); the payment and links are pushed under their own keys.
@@ -265,9 +331,11 @@ class OceanComputeStartOperator(_OceanJobWaiter, ResumableJobMixin, BaseOperator
         max_job_duration: int | None = None,
         queue_max_wait_time: int | None = None,
         free: bool | None = None,
+        stream_logs: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.stream_logs = stream_logs
         # Ocean Node only (refused on a Provider v4 connection when set)
         self.node_options: dict[str, Any] = {
             "resources": resources,

@@ -604,3 +604,41 @@ class TestNodeOptions:
         assert "OceanValidationError" in message
         assert "only apply to Ocean Node" in message
         assert hook.rpc.get_transaction_count(hook.consumer_address, "latest") == nonce_before
+
+
+class TestLiveLog:
+    # Ocean Node only: a Provider v4 has no live log route (its algorithm log is a result file).
+    @pytest.mark.parametrize("personality", ["ocean_node"], indirect=True)
+    def test_algorithm_output_reaches_the_task_log_while_the_job_runs(
+        self,
+        hook: OceanComputeHook,
+        any_sandbox: Personality,
+        airflow_db: str,
+        capfd: pytest.CaptureFixture,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Synchronous wait on a node: the algorithm's lines are copied into the task log as they are
+        written (computeStreamableLogs), prefixed with ``[algorithm]``."""
+        code = "import time\nprint('tick one', flush=True)\ntime.sleep(3)\nprint('tick two', flush=True)\n"
+        dag_id = unique_dag_id("node_live_log")
+        dr = run_dag(
+            start_dag(
+                dag_id,
+                datasets=any_sandbox.raw_datasets(),
+                algorithm=raw_algorithm(code),
+                deferrable=False,
+                poll_interval=0.3,
+            )
+        )
+        lines = (capfd.readouterr().out + caplog.text).splitlines()
+        assert dr.state == "success", failure(dag_id, "start")
+
+        def logged_at(fragment: str) -> datetime:
+            [line] = [line for line in lines if fragment in line]  # once: one stream, no replay
+            return datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
+
+        first, second = logged_at("[algorithm] tick one"), logged_at("[algorithm] tick two")
+        finished = logged_at("Finished: job")
+        # live: the first line reached the task log while the algorithm still slept, not copied at the end
+        assert (finished - first).total_seconds() >= 2.0
+        assert first < second <= finished  # and the last line before the task finished
