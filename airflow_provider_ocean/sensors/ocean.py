@@ -11,7 +11,7 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_ocean.links import OceanJobStatusLink, job_status_url
-from airflow_provider_ocean.operators.compute import _OceanJobWaiter
+from airflow_provider_ocean.operators.compute import LIVE_LOG_READ_TIMEOUT, _LiveLog, _OceanJobWaiter
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,6 +33,9 @@ class OceanComputeJobStatusSensor(_OceanJobWaiter, BaseSensorOperator):
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``); in that mode
         the sensor ``timeout`` becomes the trigger's deadline, at which the job is stopped.
     :param stop_on_timeout: stop the job when the sensor times out.
+    :param stream_logs: Ocean Node only, ``mode="poke"`` without deferral: copy the running algorithm's
+        output into the task log as it is written (``[algorithm]`` lines; one stream per task try, so not
+        in reschedule mode, where every poke is a new process).
     :param kwargs: the usual sensor arguments (``poke_interval``, ``timeout``, ``mode``, ``soft_fail``...).
     :return: the finished job's status dict (XCom).
     """
@@ -48,6 +51,7 @@ class OceanComputeJobStatusSensor(_OceanJobWaiter, BaseSensorOperator):
         ocean_conn_id: str = "ocean_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         stop_on_timeout: bool = True,
+        stream_logs: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -55,8 +59,10 @@ class OceanComputeJobStatusSensor(_OceanJobWaiter, BaseSensorOperator):
         self.ocean_conn_id = ocean_conn_id
         self.deferrable = deferrable
         self.stop_on_timeout = stop_on_timeout
+        self.stream_logs = stream_logs
         self.stop_on_kill = False
         self._last_status: int | None = None
+        self._live: _LiveLog | None = None
 
     @property
     def poll_interval(self) -> float:  # type: ignore[override]
@@ -79,7 +85,19 @@ class OceanComputeJobStatusSensor(_OceanJobWaiter, BaseSensorOperator):
             self.log.info("Job %s: status %s %s", job.job_id, job.status, job.status_text.strip())
             self._last_status = job.status
         if not job.is_terminal:
+            if (
+                self._live is None
+                and self.mode == "poke"
+                and not self.deferrable
+                and self._follows_live_log(job)
+            ):
+                lines = self.hook.node.stream_logs(
+                    job.job_id, own_session=True, timeout=LIVE_LOG_READ_TIMEOUT
+                )
+                self._live = _LiveLog(lines, self.log, job.job_id).start()
             return False
+        if self._live is not None:
+            self._live.finish()
         return PokeReturnValue(is_done=self._outcome(job), xcom_value=job.to_dict())
 
     def execute(self, context: Context) -> Any:

@@ -642,3 +642,6 @@ class TestLiveLog:
         # live: the first line reached the task log while the algorithm still slept, not copied at the end
         assert (finished - first).total_seconds() >= 2.0
         assert first < second <= finished  # and the last line before the task finished
+        text = "\n".join(lines)
+        assert "signature=" not in text  # the stream is signed in its query string: never logged
+        assert any_sandbox["consumer"]["key"].lower().removeprefix("0x") not in text.lower()

@@ -240,3 +240,25 @@ def test_sensor_timeout_stops_the_job(
         assert job.stopreq == 1, "the sensor must stop the job it gave up on"
     finally:
         stop_if_running(hook, job_id)
+
+
+# Ocean Node only: a Provider v4 has no live log route (its algorithm log is a result file).
+@pytest.mark.parametrize("personality", ["ocean_node"], indirect=True)
+def test_poking_sensor_copies_the_live_log_into_the_task_log(
+    any_sandbox: Personality, any_conn: str, airflow_db: str, capfd: pytest.CaptureFixture
+) -> None:
+    code = "import time\nprint('tick one', flush=True)\ntime.sleep(3)\nprint('tick two', flush=True)\n"
+    dag_id = unique_dag_id("sensor_live_log")
+    dr = run_dag(sensor_dag(dag_id, any_sandbox, raw_algorithm(code), "poke", poke_interval=0.3))
+    lines = capfd.readouterr().out.splitlines()
+    assert dr.state == "success", failure(dag_id, "sense")
+
+    def logged_at(fragment: str) -> datetime:
+        [line] = [line for line in lines if fragment in line]  # once: one stream, no replay
+        return datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
+
+    first, second = logged_at("[algorithm] tick one"), logged_at("[algorithm] tick two")
+    finished = logged_at(f"Job {xcom(dr, 'start')} finished")
+    assert (finished - first).total_seconds() >= 2.0  # live, not copied at the end
+    assert first < second <= finished
+    assert "signature=" not in "\n".join(lines)
