@@ -1120,17 +1120,19 @@ class NodeApp:
         return NodeResponse(200, file=path, headers={"Content-Type": content_type})
 
     def streamable_logs(self, query: dict[str, Any], authorization: str | None) -> NodeResponse:
-        for name in ("consumerAddress", "jobId"):
-            if query.get(name) in (None, ""):
-                return text(400, f"Missing {name}")
+        """Live logs: only ``jobId`` is required and, as on the node, any authenticated caller may follow."""
+        if query.get("jobId") in (None, ""):
+            return text(400, "Missing jobId")
         try:
             self._authenticate(query, "getComputeStreamableLogs", authorization)
-            job = self._job_for_owner(query)
         except _Rejected as exc:
             return text(exc.status, exc.message)
-        engine_id = job["engine_job_id"]
-        if not self.engine.is_running(engine_id):
+        job_id = str(query["jobId"])
+        bare = job_id.split("-", 1)[1] if "-" in job_id else job_id
+        jobs = self.store.jobs("job_id = ?", (bare,))
+        if not jobs or not self.engine.is_running(jobs[0]["engine_job_id"]):
             return text(404, "Job not found or not running")
+        engine_id = jobs[0]["engine_job_id"]
         return NodeResponse(200, headers={"Content-Type": "text/plain"}, stream=self._follow(engine_id))
 
     def _follow(self, engine_id: str) -> Iterator[bytes]:
@@ -1235,10 +1237,13 @@ class NodeApp:
         env = self.environment(job["environment"]) or {"minJobDuration": 0}
         token = str(payment["token"])
         cost = 0
-        if status == 71:
+        # as the node's claimPayments: every settled job (71 and the failures 41/42/61/62) pays for the
+        # time its algorithm ran, capped at maxJobDuration and raised to minJobDuration; nothing when it
+        # never ran
+        start, stop = facts.get("algo_start"), facts.get("algo_stop")
+        ran = (stop - start) if start and stop else 0.0
+        if ran > 0:
             prices = self._prices(env, payment["chainId"], token) or {}
-            start, stop = facts.get("algo_start"), facts.get("algo_stop")
-            ran = (stop - start) if start and stop else 0.0
             billed = min(ran, float(job["max_job_duration"]))
             cost = min(
                 self._cost_wei(env, prices, json.loads(job["resources"]), billed, token),

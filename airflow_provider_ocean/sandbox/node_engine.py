@@ -193,21 +193,20 @@ class NodeJobEngine(JobEngine):
     # -- run -------------------------------------------------------------------------------------------
     def _algorithm_env(self, row: sqlite3.Row, stage: dict, data: Path) -> dict[str, str]:
         algorithm = stage.get("algorithm") or {}
-        env = {str(k): str(v) for k, v in (algorithm.get("envs") or {}).items()}
-        env.update(
-            {
-                # sandbox deviation: the job folder is not mounted at /data
-                "VOLUME": str(data),
-                "INPUTS": str(data / "inputs"),
-                "OUTPUTS": str(data / "outputs"),
-                "LOGS": str(data / "logs"),
-                "PATH": os.pathsep.join([self.python_bin_dir, os.environ.get("PATH", os.defpath)]),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
+        env = {
+            # sandbox deviation: the job folder is not mounted at /data, and no image brings its own PATH
+            "VOLUME": str(data),
+            "INPUTS": str(data / "inputs"),
+            "OUTPUTS": str(data / "outputs"),
+            "LOGS": str(data / "logs"),
+            "PATH": os.pathsep.join([self.python_bin_dir, os.environ.get("PATH", os.defpath)]),
+            "PYTHONUNBUFFERED": "1",
+        }
         for name in ("HOME", "LANG"):
             if name in os.environ:
                 env[name] = os.environ[name]
+        # the algorithm's own envs win, as the node passes them to the container unchanged
+        env.update({str(k): str(v) for k, v in (algorithm.get("envs") or {}).items()})
         return env
 
     def _launch(self, run: _Run) -> None:

@@ -256,8 +256,8 @@ class Sandbox:
                 "environments": node_environments(
                     provider.address, state["addresses"]["Ocean"], ganache.CHAIN_ID, self.max_job_duration
                 ),
-                "rate_limit": self.node_rate_limit or node.get("rate_limit") or DEFAULT_RATE_LIMIT,
-                "claim_interval": self.node_claim_interval or node.get("claim_interval") or 60.0,
+                "rate_limit": _first_set(self.node_rate_limit, node.get("rate_limit"), DEFAULT_RATE_LIMIT),
+                "claim_interval": _first_set(self.node_claim_interval, node.get("claim_interval"), 60.0),
                 "claim_timeout": node.get("claim_timeout", 3600),
             }
         save_state(self.state_dir, state)
@@ -340,3 +340,8 @@ def _server_alive(url: str) -> bool:
         return response.ok and response.json().get("software") in ("Provider", "Ocean-Node")
     except (requests.RequestException, ValueError):
         return False
+
+
+def _first_set(*values: Any) -> Any:
+    """The first value that is not ``None`` (so that 0, "no limit", can be chosen)."""
+    return next(value for value in values if value is not None)

@@ -610,6 +610,11 @@ def test_streamable_logs_and_stop(world: World) -> None:
     entry, _ = world.node.wait(job_id)
     assert entry["stopRequested"] is True
     assert entry["terminationDetails"]["exitCode"] == 128 + 15  # SIGTERM, as Docker reports it
+    ended = world.node.logs(user, job_id)
+    assert (ended.status_code, ended.text) == (404, "Job not found or not running")
+    prefix = job_id.split("-", 1)[0]
+    unknown = world.node.logs(user, f"{prefix}-{'0' * 64}")
+    assert (unknown.status_code, unknown.text) == (404, "Job not found or not running")
 
 
 # -- §5 rate limit -----------------------------------------------------------------------------------------
