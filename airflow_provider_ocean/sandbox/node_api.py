@@ -682,12 +682,19 @@ class NodeApp:
         queue_wait = int(_float(body.get("queueMaxWaitTime"), 0))
         answer: dict[str, Any] = {"algorithm": None, "datasets": []}
         datasets = body.get("datasets") if isinstance(body.get("datasets"), list) else []
+        algorithm = body.get("algorithm") if isinstance(body.get("algorithm"), dict) else {}
+        try:
+            algo_ddo, checksums = self._paid_algorithm_facts(algorithm)
+        except _Rejected as exc:
+            return text(exc.status, exc.message)
         now = time.time()
-        for position, elem in enumerate([body.get("algorithm") or {}, *datasets]):
+        for position, elem in enumerate([algorithm, *datasets]):
             result: dict[str, Any] = {"validOrder": False}
             if isinstance(elem, dict) and elem.get("documentId"):
                 try:
                     ddo, service = self._did_input(elem, consumer=consumer)
+                    # the node refuses here what the paid start would refuse, before anything is paid
+                    self._check_paid_input(elem, ddo, service, algorithm, checksums, algo_ddo)
                 except _Rejected as exc:
                     return text(exc.status, exc.message)
                 result.update(
@@ -774,16 +781,13 @@ class NodeApp:
         if not duration or duration > limit:
             duration = limit
         queue_wait = int(_float(body.get("queueMaxWaitTime"), 0))
-        algo_ddo = self.helper.get_ddo(str(algorithm["documentId"])) if algorithm.get("documentId") else None
-        checksums = self._algorithm_checksums(algorithm)
-        rawcode = (
-            (algorithm.get("meta") or {}).get("rawcode") if isinstance(algorithm.get("meta"), dict) else None
-        )
-        if not free and not rawcode and checksums is None:
-            raise _Rejected(
-                500,
-                "Failed to retrieve algorithm checksums. Both container and files checksums are required.",
+        if free:
+            algo_ddo = (
+                self.helper.get_ddo(str(algorithm["documentId"])) if algorithm.get("documentId") else None
             )
+            checksums = None
+        else:
+            algo_ddo, checksums = self._paid_algorithm_facts(algorithm)
         inputs = []
         elements = [algorithm, *datasets]
         for position, elem in enumerate(elements):
@@ -792,21 +796,7 @@ class NodeApp:
             if elem.get("documentId"):
                 ddo, service = self._did_input(elem, consumer=consumer)
                 if not free:
-                    files = self.helper.decrypt_files(ddo, service)
-                    if service.get("type") == "compute" and not files:
-                        raise _Rejected(
-                            500,
-                            f"Service {elem.get('serviceId')} from DDO {elem.get('documentId')} "
-                            "cannot be used in compute on this provider",
-                        )
-                    if (ddo.get("metadata") or {}).get("type") != "algorithm" and not self._algo_allowed(
-                        service, algorithm, checksums, algo_ddo
-                    ):
-                        raise _Rejected(
-                            400,
-                            f"Algorithm {algorithm.get('documentId')} not allowed to run on the dataset: "
-                            f"{ddo['id']}",
-                        )
+                    self._check_paid_input(elem, ddo, service, algorithm, checksums, algo_ddo)
                     self._validate_paid_order(elem, ddo, service)
                 if position > 0:
                     inputs.append(
@@ -897,6 +887,49 @@ class NodeApp:
         job = self.status_object(self.store.jobs("job_id = ?", (bare,))[0])
         job["jobId"] = f"{ENGINE_HASH}-{bare}"  # the start answer carries the engine prefix
         return NodeResponse(200, [job])
+
+    def _paid_algorithm_facts(self, algorithm: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
+        """The algorithm's DDO and checksums; a paid job without raw code needs both checksums.
+
+        :raises _Rejected: 500 with the node's text when the checksums cannot be had.
+        """
+        algo_ddo = self.helper.get_ddo(str(algorithm["documentId"])) if algorithm.get("documentId") else None
+        checksums = self._algorithm_checksums(algorithm)
+        meta = algorithm.get("meta") if isinstance(algorithm.get("meta"), dict) else {}
+        if not meta.get("rawcode") and checksums is None:
+            raise _Rejected(
+                500,
+                "Failed to retrieve algorithm checksums. Both container and files checksums are required.",
+            )
+        return algo_ddo, checksums
+
+    def _check_paid_input(
+        self,
+        elem: dict[str, Any],
+        ddo: dict[str, Any],
+        service: dict[str, Any],
+        algorithm: dict[str, Any],
+        checksums: Any,
+        algo_ddo: dict[str, Any] | None,
+    ) -> None:
+        """A paid DID input: its files must be decryptable here and its trust lists must allow the algorithm.
+
+        :raises _Rejected: with the node's status and text.
+        """
+        files = self.helper.decrypt_files(ddo, service)
+        if service.get("type") == "compute" and not files:
+            raise _Rejected(
+                500,
+                f"Service {elem.get('serviceId')} from DDO {elem.get('documentId')} "
+                "cannot be used in compute on this provider",
+            )
+        if (ddo.get("metadata") or {}).get("type") != "algorithm" and not self._algo_allowed(
+            service, algorithm, checksums, algo_ddo
+        ):
+            raise _Rejected(
+                400,
+                f"Algorithm {algorithm.get('documentId')} not allowed to run on the dataset: {ddo['id']}",
+            )
 
     def _workflow_algorithm(
         self, algorithm: dict[str, Any], algo_ddo: dict[str, Any] | None

@@ -361,6 +361,17 @@ def test_paid_did_dataset_needs_an_order_to_the_node_and_trust(world: World) -> 
         refused.json()
         == f"Algorithm {algorithm['documentId']} not allowed to run on the dataset: {untrusted['documentId']}"
     )
+    # the quote refuses it too (plain text), so that a client learns it before ordering anything
+    quoted = world.node.initialize(
+        {
+            "datasets": [untrusted],
+            "algorithm": algorithm,
+            "environment": world.paid_env,
+            "consumerAddress": user.address,
+            "payment": {"chainId": chain_id, "token": world.ocean},
+        }
+    )
+    assert (quoted.status_code, quoted.text) == (400, refused.json())
 
     response = world.node.paid_start(
         world.paid_body(
