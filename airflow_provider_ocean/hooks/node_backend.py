@@ -345,10 +345,11 @@ class OceanNodeBackend:
                 f"The RPC node at {self.hook.settings.rpc_url} serves chain {self.hook.sender.chain_id}, "
                 f"the connection says {chain_id}"
             )
+        # the node's initializeCompute route refuses any dataset without a documentId (400 "Missing
+        # dataset did"): raw URL datasets cost nothing to quote, so only the DID inputs are sent
         quote_datasets = []
-        for body, item in zip(requests_, inputs, strict=True):
+        for item in inputs:
             if item is None:
-                quote_datasets.append(body)
                 continue
             ref = next(o for o in orderables if o[0] == "dataset" and o[1] == item.did)
             quote_datasets.append(
@@ -398,9 +399,7 @@ class OceanNodeBackend:
         if orderables:
             from airflow_provider_ocean.payment import OrderPayer, make_requests
 
-            quotes = [
-                q for q, item in zip(quote.get("datasets") or [], inputs, strict=False) if item is not None
-            ]
+            quotes = list(quote.get("datasets") or [])[: sum(item is not None for item in inputs)]
             if algo_did:
                 quotes.append(quote.get("algorithm") or {})
             payer = OrderPayer(

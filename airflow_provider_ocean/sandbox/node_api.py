@@ -660,6 +660,10 @@ class NodeApp:
         for name in ("datasets", "algorithm", "payment", "consumerAddress", "environment"):
             if body.get(name) is None:
                 return text(400, f"Missing {name}")
+        if isinstance(body["datasets"], list) and any(
+            not (isinstance(d, dict) and d.get("documentId")) for d in body["datasets"]
+        ):
+            return text(400, "Missing dataset did")  # the route's own check: raw datasets are not quoted
         consumer = str(body["consumerAddress"])
         if not ADDRESS_RE.match(consumer):
             return text(400, 'Parameter : "consumerAddress" is not a valid web3 address')

@@ -176,6 +176,20 @@ def test_paid_job_with_did_inputs(hook: OceanComputeHook, node_sandbox: dict[str
     assert job.outcome == "succeeded", job.status_text
 
 
+def test_paid_job_with_raw_and_did_datasets(hook: OceanComputeHook, node_sandbox: dict[str, Any]) -> None:
+    # the node quotes DID datasets only (400 "Missing dataset did" for a raw one): the order fee of the
+    # DID dataset must still be matched to it when a raw URL stands before it
+    assets = node_sandbox["assets"]
+    datasets = [weather(node_sandbox), assets["dataset_trusted"]["did"]]
+    result = hook.run_compute(
+        datasets, assets["algorithm"]["did"], node_sandbox["environments"]["paid"], max_fee=20 * ONE
+    )
+    actions = [d.get("action") for d in result["payment"]["datasets"]]
+    assert "start" in actions, actions
+    job = wait(hook, result["job_id"])
+    assert job.outcome == "succeeded", job.status_text
+
+
 def test_stop(hook: OceanComputeHook, node_sandbox: dict[str, Any]) -> None:
     code = "import time\nprint('sleeping', flush=True)\nfor _ in range(400):\n    time.sleep(0.1)\n"
     job_id = hook.run_compute([weather(node_sandbox)], {"rawcode": code})["job_id"]

@@ -218,7 +218,7 @@ def test_paid_job_with_escrow(world: World) -> None:
     chain_id = int(world.info["chain_id"])
     quote = world.node.initialize(
         {
-            "datasets": [nc.url_dataset(world.url)],
+            "datasets": [],  # raw datasets are not quoted (the route answers 400 "Missing dataset did")
             "algorithm": nc.raw_algorithm("print('paid')"),
             "environment": world.paid_env,
             "consumerAddress": user.address,
@@ -234,7 +234,7 @@ def test_paid_job_with_escrow(world: World) -> None:
     assert payment["minLockSeconds"] == 60 + 0 + 3600
     # (2 cpu × 2 + 1 ram × 1 + 1 disk × 0.2) per minute × 1 minute
     assert int(payment["amount"]) == int(5.2 * ONE)
-    assert quote.json()["datasets"] == [{"validOrder": False}]
+    assert quote.json()["datasets"] == []
 
     amount = 20 * ONE
     resources = [{"id": "cpu", "amount": 1}]
@@ -372,6 +372,16 @@ def test_paid_did_dataset_needs_an_order_to_the_node_and_trust(world: World) -> 
         }
     )
     assert (quoted.status_code, quoted.text) == (400, refused.json())
+    raw = world.node.initialize(
+        {
+            "datasets": [{"fileObject": {"type": "url", "url": "http://127.0.0.1/x.csv", "method": "get"}}],
+            "algorithm": algorithm,
+            "environment": world.paid_env,
+            "consumerAddress": user.address,
+            "payment": {"chainId": chain_id, "token": world.ocean},
+        }
+    )
+    assert (raw.status_code, raw.text) == (400, "Missing dataset did")
 
     response = world.node.paid_start(
         world.paid_body(
