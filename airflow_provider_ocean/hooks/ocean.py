@@ -6,7 +6,7 @@ The connection (type ``ocean``):
   assumed unless the extra ``scheme`` says ``http``), ``port`` optional;
 - ``password``: the consumer wallet's private key (64 hex digits; masked, never logged);
 - extras (plain keys or ``extra__ocean__<field>``): ``rpc_url``, ``chain_id``, ``aquarius_url``,
-  ``backend`` (``auto``/``provider_v4``), ``timeout``, ``verify_ssl``.
+  ``backend`` (``auto``/``provider_v4``/``ocean_node``), ``auth_token``, ``timeout``, ``verify_ssl``.
 
 Importing this module is cheap: eth-account, eth-abi, the chain client and the wire client are imported
 when first used.
@@ -127,7 +127,7 @@ class OceanConnectionSettings:
     :param aquarius_url: Aquarius base URL (defaults to the Provider URL).
     :param rpc_url: JSON-RPC URL of the chain (needed to pay).
     :param chain_id: the chain id, if configured.
-    :param backend: ``auto`` or ``provider_v4``.
+    :param backend: ``auto``, ``provider_v4`` or ``ocean_node``.
     :param timeout: read timeout for ordinary requests.
     :param verify_ssl: verify TLS certificates.
     """

@@ -67,7 +67,8 @@ class OceanComputeResultsOperator(BaseOperator):
     :param destination: a folder URI or path (templated): ``/data/out``, ``file:///data/out``,
         ``s3://bucket/prefix`` (any fsspec store Airflow's ``ObjectStoragePath`` knows).
     :param result_types: which result types to write (``output``, ``algorithmLog``,
-        ``configrationLog``, ``publishLog``...); ``None`` writes all.
+        ``configrationLog`` on Provider v4 / ``configurationLog`` on Ocean Node, ``publishLog``...);
+        ``None`` writes all.
     :param ocean_conn_id: the Ocean connection (templated).
     :param storage_conn_id: Airflow connection for the destination store, if it needs one (templated).
     :param max_file_size: refuse a result larger than this many bytes (default 10 GiB).
