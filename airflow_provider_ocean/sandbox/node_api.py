@@ -786,10 +786,7 @@ class NodeApp:
             duration = limit
         queue_wait = int(_float(body.get("queueMaxWaitTime"), 0))
         if free:
-            algo_ddo = (
-                self.helper.get_ddo(str(algorithm["documentId"])) if algorithm.get("documentId") else None
-            )
-            checksums = None
+            algo_ddo, checksums = self._algorithm_ddo(algorithm), None
         else:
             algo_ddo, checksums = self._paid_algorithm_facts(algorithm)
         inputs = []
@@ -892,12 +889,16 @@ class NodeApp:
         job["jobId"] = f"{ENGINE_HASH}-{bare}"  # the start answer carries the engine prefix
         return NodeResponse(200, [job])
 
+    def _algorithm_ddo(self, algorithm: dict[str, Any]) -> dict[str, Any] | None:
+        """The DDO of a DID algorithm (``None`` for raw code or a file object)."""
+        return self.helper.get_ddo(str(algorithm["documentId"])) if algorithm.get("documentId") else None
+
     def _paid_algorithm_facts(self, algorithm: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
         """The algorithm's DDO and checksums; a paid job without raw code needs both checksums.
 
         :raises _Rejected: 500 with the node's text when the checksums cannot be had.
         """
-        algo_ddo = self.helper.get_ddo(str(algorithm["documentId"])) if algorithm.get("documentId") else None
+        algo_ddo = self._algorithm_ddo(algorithm)
         checksums = self._algorithm_checksums(algorithm)
         meta = algorithm.get("meta") if isinstance(algorithm.get("meta"), dict) else {}
         if not meta.get("rawcode") and checksums is None:
@@ -1113,7 +1114,7 @@ class NodeApp:
             self._authenticate(query, "stopCompute", authorization)
         except _Rejected:
             return internal_error()
-        bare = str(job_id).split("-", 1)[1] if "-" in str(job_id) else str(job_id)
+        bare = _bare_job_id(str(job_id))
         jobs = self.store.jobs("job_id = ? AND owner = ?", (bare, str(consumer)))
         out = []
         for job in jobs:
@@ -1126,7 +1127,7 @@ class NodeApp:
     # -- results and logs ------------------------------------------------------------------------------
     def _job_for_owner(self, query: dict[str, Any]) -> dict[str, Any]:
         job_id = str(query.get("jobId"))
-        bare = job_id.split("-", 1)[1] if "-" in job_id else job_id
+        bare = _bare_job_id(job_id)
         jobs = self.store.jobs("job_id = ?", (bare,))
         if not jobs:
             raise _Rejected(500, f"Cannot find job with id {job_id}")
@@ -1165,7 +1166,7 @@ class NodeApp:
         except _Rejected as exc:
             return text(exc.status, exc.message)
         job_id = str(query["jobId"])
-        bare = job_id.split("-", 1)[1] if "-" in job_id else job_id
+        bare = _bare_job_id(job_id)
         jobs = self.store.jobs("job_id = ?", (bare,))
         if not jobs or not self.engine.is_running(jobs[0]["engine_job_id"]):
             return text(404, "Job not found or not running")
@@ -1618,3 +1619,8 @@ def serve_node(state_dir: Path, state: dict[str, Any]) -> None:
 
 
 __all__ = ["NodeApp", "NodeConfig", "build_node_app", "node_environments", "serve_node"]
+
+
+def _bare_job_id(job_id: str) -> str:
+    """The node's DB id: a full ``<engineHash>-<hash>`` id without its engine prefix."""
+    return job_id.split("-", 1)[1] if "-" in job_id else job_id
