@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_ocean.backends import recovery
 from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain.tx import call_function
 from airflow_provider_ocean.exceptions import (
@@ -24,7 +25,6 @@ from airflow_provider_ocean.exceptions import (
     OceanProviderError,
     OceanStartOutcomeUnknownError,
 )
-from airflow_provider_ocean.hooks import ocean as hook_module
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 from airflow_provider_ocean.models import JobStatus
 from airflow_provider_ocean.signing import NonceAllocator, Signer, parse_stored_nonce
@@ -43,7 +43,7 @@ def datatokens(sandbox: dict[str, Any]) -> None:
 
 @pytest.fixture
 def hook(ocean_conn: str, monkeypatch: pytest.MonkeyPatch) -> OceanComputeHook:
-    monkeypatch.setattr(hook_module, "START_LOOKUP_DELAY", 0.1)
+    monkeypatch.setattr(recovery, "START_LOOKUP_DELAY", 0.1)
     return OceanComputeHook(ocean_conn, retry_delay=0.1)
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_ocean.backends import recovery
 from airflow_provider_ocean.exceptions import OceanConnectionError
-from airflow_provider_ocean.hooks import node_backend
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 from tests.faults import harness
 from tests.faults.proxy import FaultProxy
@@ -35,7 +35,7 @@ QUICK = raw_algorithm("import os\nopen(os.path.join(os.environ['OUTPUTS'], 'done
 @pytest.fixture
 def node_proxy(node_sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
     """A fault proxy in front of the node; ``CONN_ID`` points at it (the chain RPC is reached directly)."""
-    monkeypatch.setattr(node_backend, "START_LOOKUP_DELAY", 0.2)
+    monkeypatch.setattr(recovery, "START_LOOKUP_DELAY", 0.2)
     proxy = FaultProxy(node_sandbox["provider_url"]).start()
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", harness.conn_json(node_sandbox, host=proxy.url))
     try:
@@ -110,4 +110,4 @@ def test_start_that_never_reached_the_node_fails_and_starts_nothing(
 
     assert node_jobs(node_sandbox) == before
     assert node_proxy.count(*FREE_START) == 1  # sent once, never again
-    assert node_proxy.count(*STATUS) == node_backend.START_LOOKUP_ATTEMPTS[0]  # it did look
+    assert node_proxy.count(*STATUS) == recovery.START_LOOKUP_ATTEMPTS  # it did look

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_ocean.backends.provider_v4 import ProviderV4Backend, _tx_ids
 from airflow_provider_ocean.exceptions import (
     OceanConfigError,
     OceanJobNotFoundError,
     OceanValidationError,
 )
 from airflow_provider_ocean.get_provider_info import CONN_FIELDS, get_provider_info
-from airflow_provider_ocean.hooks.ocean import OceanComputeHook, OceanConnectionSettings, _tx_ids
+from airflow_provider_ocean.hooks.ocean import OceanComputeHook, OceanConnectionSettings
 from airflow_provider_ocean.models import ComputeEnvironment
 from tests.test_provider_v4 import (
     ADDRESS,
@@ -283,13 +284,13 @@ class TestHelpers:
     def test_valid_until(self):
         env = ComputeEnvironment(id="e", chain_id=8996, consumer_address=ENGINE, max_job_duration=600)
         now = time.time()
-        assert abs(OceanComputeHook._valid_until(None, env) - (now + 600)) < 5
-        assert abs(OceanComputeHook._valid_until(timedelta(hours=1), env) - (now + 3600)) < 5
+        assert abs(ProviderV4Backend._valid_until(None, env) - (now + 600)) < 5
+        assert abs(ProviderV4Backend._valid_until(timedelta(hours=1), env) - (now + 3600)) < 5
         moment = datetime.now(timezone.utc) + timedelta(minutes=5)
-        assert OceanComputeHook._valid_until(moment, env) == int(moment.timestamp())
-        assert OceanComputeHook._valid_until(int(now) + 100, env) == int(now) + 100
+        assert ProviderV4Backend._valid_until(moment, env) == int(moment.timestamp())
+        assert ProviderV4Backend._valid_until(int(now) + 100, env) == int(now) + 100
         with pytest.raises(OceanValidationError, match="future"):
-            OceanComputeHook._valid_until(int(now) - 1, env)
+            ProviderV4Backend._valid_until(int(now) - 1, env)
 
 
 # -- against a recording server ---------------------------------------------------------------------

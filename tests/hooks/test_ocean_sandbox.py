@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_ocean.backends.provider_v4 import ProviderV4Backend
 from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain.tx import call_function
 from airflow_provider_ocean.exceptions import (
@@ -292,13 +293,13 @@ class TestJobs:
         look first, so that a job it started before is recognised.
         """
         looked: list[list[str]] = []
-        original = OceanComputeHook.jobs_with_agreements
+        original = ProviderV4Backend.jobs_with_agreements
 
-        def spy(self: OceanComputeHook, transfer_tx_ids: Any) -> list[JobStatus]:
+        def spy(self: ProviderV4Backend, transfer_tx_ids: Any) -> list[JobStatus]:
             looked.append(list(transfer_tx_ids))
             return original(self, transfer_tx_ids)
 
-        monkeypatch.setattr(OceanComputeHook, "jobs_with_agreements", spy)
+        monkeypatch.setattr(ProviderV4Backend, "jobs_with_agreements", spy)
         dataset, algorithm = assets(sandbox)["dataset"], {"did": assets(sandbox)["algorithm"]["did"]}
         payment = hook.pay_for_compute([dataset["did"]], algorithm)
         first = hook.start_compute([dataset["did"]], algorithm, payment=payment)

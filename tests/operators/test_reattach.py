@@ -276,7 +276,7 @@ def test_lost_start_answer_is_found_again(dag_folder, hook, any_sandbox):
     assert second["state"]["ocean_job"] is None  # the reference was never stored ...
     pending = second["state"]["ocean_pending_start"]  # ... but what identifies the start was
     if any_sandbox.is_node:
-        from airflow_provider_ocean.hooks.node_backend import START_TAG_KEY
+        from airflow_provider_ocean.backends.ocean_node import START_TAG_KEY
 
         assert pending["transfer_tx_ids"] == []  # nothing to recognise the job by but the tag
         [entry] = hook.node.client.get_status(consumer_address=hook.consumer_address, job_id=job_id)

@@ -1,4 +1,4 @@
-"""The Ocean Node side of :class:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook`.
+"""The Ocean Node backend of :class:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook`.
 
 The hook keeps its public methods; when the connection's backend is Ocean Node (``backend`` extra
 ``ocean_node``, or ``auto`` and ``GET /`` says ``software: "Ocean-Node"``) they delegate here. What differs
@@ -37,6 +37,7 @@ import uuid
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_provider_ocean.backends.recovery import epoch, outcome_unknown, resolve_unknown_start
 from airflow_provider_ocean.exceptions import (
     OceanConfigError,
     OceanConnectionError,
@@ -46,13 +47,20 @@ from airflow_provider_ocean.exceptions import (
     OceanStartOutcomeUnknownError,
     OceanValidationError,
 )
-from airflow_provider_ocean.models import ComputeEnvironment, ComputeInput, JobStatus, PaidOrder
+from airflow_provider_ocean.models import (
+    ComputeEnvironment,
+    ComputeInput,
+    JobStatus,
+    Orderable,
+    PaidOrder,
+    StartAttempt,
+)
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
-    from airflow_provider_ocean.hooks.ocean import OceanComputeHook
+    from airflow_provider_ocean.backends.base import BackendContext
     from airflow_provider_ocean.models import DownloadedResult, ResultFile
     from airflow_provider_ocean.ocean_node import OceanNodeClient
 
@@ -61,9 +69,6 @@ log = logging.getLogger(__name__)
 NODE_OPTION_NAMES = ("resources", "max_job_duration", "queue_max_wait_time", "free")
 #: Key of the job ``metadata`` entry holding the start's unique id (see the module docstring).
 START_TAG_KEY = "airflow_ocean_start"
-#: How often an unknown start outcome is looked up (connection errors / other errors), and the pause.
-START_LOOKUP_ATTEMPTS = (4, 2)
-START_LOOKUP_DELAY = 2.0
 _DEFAULT_CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim", "checksum": ""}
 
 
@@ -162,15 +167,17 @@ def node_algorithm(value: Any) -> tuple[dict[str, Any], str | None, str | None, 
 class OceanNodeBackend:
     """Ocean Node implementation of the hook's job methods (see the module docstring).
 
-    :param hook: the hook (connection, signer, chain client, DDO access).
+    :param ctx: the connection as the backend sees it (settings, signer, chain client, DDO reader).
     """
 
-    def __init__(self, hook: OceanComputeHook) -> None:
-        self.hook = hook
+    name = "ocean_node"
+
+    def __init__(self, ctx: BackendContext) -> None:
+        self.ctx = ctx
         self._previous: dict[str, JobStatus] = {}
 
     def __repr__(self) -> str:
-        return f"OceanNodeBackend({self.hook.settings.provider_url!r})"
+        return f"OceanNodeBackend({self.ctx.settings.provider_url!r})"
 
     @cached_property
     def client(self) -> OceanNodeClient:
@@ -180,28 +187,20 @@ class OceanNodeBackend:
     def _new_client(self) -> OceanNodeClient:
         from airflow_provider_ocean.ocean_node import OceanNodeClient
 
-        settings = self.hook.settings
-        extras = self.hook._connection.extra_dejson or {}
-        token = extras.get("auth_token") or extras.get("extra__ocean__auth_token") or None
+        settings = self.ctx.settings
         return OceanNodeClient(
             settings.provider_url,
             timeout=settings.timeout,
             verify=settings.verify_ssl,
-            retry_limit=self.hook.retry_limit,
-            retry_delay=self.hook.retry_delay,
-            auth_token=token,
+            retry_limit=self.ctx.retry_limit,
+            retry_delay=self.ctx.retry_delay,
+            auth_token=self.ctx.auth_token,
         )
 
     @property
     def chain_id(self) -> int:
-        if self.hook.settings.chain_id is not None:
-            return self.hook.settings.chain_id
-        chains = self.client.chain_ids
-        if len(chains) == 1:
-            return chains[0]
-        raise OceanConfigError(
-            f"Set the connection extra chain_id: the node serves chains {chains or 'none'}"
-        )
+        """The chain id: the connection's ``chain_id``, else the node's only chain."""
+        return self.ctx.chain_id(lambda: self.client.chain_ids, "node")
 
     # -- discovery -----------------------------------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
@@ -209,15 +208,15 @@ class OceanNodeBackend:
         chain_id = self.chain_id
         if chain_id not in self.client.chain_ids:
             return False, f"The node does not serve chain {chain_id} (it serves {self.client.chain_ids})"
-        if self.hook.settings.rpc_url:
-            rpc_chain = self.hook.rpc.chain_id()
+        if self.ctx.settings.rpc_url:
+            rpc_chain = self.ctx.rpc.chain_id()
             if rpc_chain != chain_id:
                 return False, f"The RPC node serves chain {rpc_chain}, the connection says {chain_id}"
         envs = self.client.environments_raw(chain_id)
         return True, (
             f"Connected to Ocean Node {root.get('nodeId')} ({root.get('providerAddress')}) at "
-            f"{self.hook.settings.provider_url} on chain {chain_id}: {len(envs)} environment(s); "
-            f"consumer {self.hook.consumer_address}"
+            f"{self.ctx.settings.provider_url} on chain {chain_id}: {len(envs)} environment(s); "
+            f"consumer {self.ctx.consumer_address}"
         )
 
     def get_environments(self) -> list[ComputeEnvironment]:
@@ -238,7 +237,7 @@ class OceanNodeBackend:
         envs = self.get_environments()
         if not envs:
             raise OceanValidationError(
-                f"The node at {self.hook.settings.provider_url} announces no compute environment "
+                f"The node at {self.ctx.settings.provider_url} announces no compute environment "
                 "(it needs a working Docker engine)"
             )
         if free is not False:
@@ -255,6 +254,7 @@ class OceanNodeBackend:
         datasets: list[Any],
         algorithm: Any,
         environment: str | ComputeEnvironment | None = None,
+        valid_until: Any = None,
         max_fee: int | None = None,
         transfer_tx_ids: Any = None,
         *,
@@ -267,6 +267,8 @@ class OceanNodeBackend:
         :param datasets: DIDs, URLs or dicts (see :func:`node_dataset`).
         :param algorithm: DID or raw algorithm (see :func:`node_algorithm`).
         :param environment: environment id; ``None`` picks one (see :meth:`resolve_environment`).
+        :param valid_until: must be ``None``: a node sets its provider fees' validity itself, from the
+            job's duration (``max_job_duration``); anything else is refused before any request.
         :param max_fee: refuse above this many base units of the fee token (escrow amount + order fees).
         :param transfer_tx_ids: earlier payment (dict) whose still-valid orders are reused.
         :param acquire_datatokens: obtain missing datatokens (``dispenser``/``fixed_rate``/``any``).
@@ -277,6 +279,11 @@ class OceanNodeBackend:
         from airflow_provider_ocean.payment import find_service
 
         opts = node_options(options)
+        if valid_until is not None:
+            raise OceanValidationError(
+                "valid_until (order_validity) only applies to Provider v4 connections: an Ocean Node sets "
+                "the validity of its fees from the job's duration; set max_job_duration instead"
+            )
         if not datasets:
             raise OceanValidationError("A compute job needs at least one dataset")
         if environment is None and isinstance(transfer_tx_ids, dict) and transfer_tx_ids.get("environment"):
@@ -297,28 +304,32 @@ class OceanNodeBackend:
         algo_body, algo_did, algo_service_id, algo_tx = node_algorithm(algorithm)
         previous = _previous_orders(transfer_tx_ids)
         # DID inputs: resolve services (the node needs orders to itself for paid jobs)
-        orderables: list[tuple[str, str, str, int, str, str | None]] = []
+        orderables: list[Orderable] = []
         entries: list[dict[str, Any]] = []
         for position, (body, item) in enumerate(zip(requests_, inputs, strict=True)):
             if item is None:
                 entries.append(_raw_entry(body))
                 continue
-            ddo = self.hook.get_ddo(item.did)
+            ddo = self.ctx.get_ddo(item.did)
             service, index = find_service(
                 ddo, item.service_id, role="dataset" if position == 0 else "additional dataset"
             )
             tx = item.transfer_tx_id or previous.get(("dataset", position, item.did))
             orderables.append(
-                ("dataset", item.did, str(service["id"]), index, str(service["datatokenAddress"]), tx)
+                Orderable(
+                    "dataset", item.did, str(service["id"]), index, str(service["datatokenAddress"]), tx
+                )
             )
             entries.append({"did": item.did, "service_id": str(service["id"])})
         algo_entry: dict[str, Any] | None = None
         if algo_did:
-            ddo = self.hook.get_ddo(algo_did)
+            ddo = self.ctx.get_ddo(algo_did)
             service, index = find_service(ddo, algo_service_id, role="algorithm")
             tx = algo_tx or previous.get(("algorithm", 0, algo_did))
             orderables.append(
-                ("algorithm", algo_did, str(service["id"]), index, str(service["datatokenAddress"]), tx)
+                Orderable(
+                    "algorithm", algo_did, str(service["id"]), index, str(service["datatokenAddress"]), tx
+                )
             )
             algo_entry = {"did": algo_did, "service_id": str(service["id"])}
         node_part: dict[str, Any] = {"free": bool(free), "options": opts, "token": env.fee_token}
@@ -337,12 +348,12 @@ class OceanNodeBackend:
             payment["algorithm"] = (
                 {**_did_entry(algo_entry), "role": "algorithm", "action": "free"} if algo_entry else None
             )
-            self.hook.log.info("Free Ocean Node job on environment %s: nothing to pay", env.id)
+            self.ctx.log.info("Free Ocean Node job on environment %s: nothing to pay", env.id)
             return payment
 
-        if self.hook.sender.chain_id != chain_id:
+        if self.ctx.sender.chain_id != chain_id:
             raise OceanConfigError(
-                f"The RPC node at {self.hook.settings.rpc_url} serves chain {self.hook.sender.chain_id}, "
+                f"The RPC node at {self.ctx.settings.rpc_url} serves chain {self.ctx.sender.chain_id}, "
                 f"the connection says {chain_id}"
             )
         # the node's initializeCompute route refuses any dataset without a documentId (400 "Missing
@@ -351,19 +362,28 @@ class OceanNodeBackend:
         for item in inputs:
             if item is None:
                 continue
-            ref = next(o for o in orderables if o[0] == "dataset" and o[1] == item.did)
+            ref = next(o for o in orderables if o.role == "dataset" and o.did == item.did)
             quote_datasets.append(
-                {"documentId": item.did, "serviceId": ref[2], **({"transferTxId": ref[5]} if ref[5] else {})}
+                {
+                    "documentId": item.did,
+                    "serviceId": ref.service_id,
+                    **({"transferTxId": ref.transfer_tx_id} if ref.transfer_tx_id else {}),
+                }
             )
         quote_algorithm = dict(algo_body)
         if algo_did:
             ref = orderables[-1]
-            quote_algorithm.update({"serviceId": ref[2], **({"transferTxId": ref[5]} if ref[5] else {})})
+            quote_algorithm.update(
+                {
+                    "serviceId": ref.service_id,
+                    **({"transferTxId": ref.transfer_tx_id} if ref.transfer_tx_id else {}),
+                }
+            )
         quote = self.client.initialize_compute(
             datasets=quote_datasets,
             algorithm=quote_algorithm,
             environment=env.id,
-            consumer_address=self.hook.consumer_address,
+            consumer_address=self.ctx.consumer_address,
             chain_id=chain_id,
             token=env.fee_token,
             max_job_duration=opts.get("max_job_duration") or env.max_job_duration or None,
@@ -373,7 +393,7 @@ class OceanNodeBackend:
         quoted = quote["payment"]
         amount = int(str(quoted.get("amount") or 0))
         token = str(quoted.get("token") or env.fee_token)
-        self.hook.log.info(
+        self.ctx.log.info(
             "Ocean Node quote on %s: %s base units of %s, lock for %s s, payee %s",
             env.id,
             amount,
@@ -384,9 +404,9 @@ class OceanNodeBackend:
         # Every check before the first transaction: escrow plan (fee cap, balances, gas), then orders.
         from airflow_provider_ocean.escrow import EscrowPayer
 
-        escrow = EscrowPayer(self.hook.rpc, str(quoted.get("escrowAddress") or ""), self.hook.sender)
+        escrow = EscrowPayer(self.ctx.rpc, str(quoted.get("escrowAddress") or ""), self.ctx.sender)
         plan = escrow.plan(
-            payer=self.hook.consumer_address,
+            payer=self.ctx.consumer_address,
             token=token,
             payee=str(quoted.get("payee") or env.consumer_address),
             amount=amount,
@@ -394,7 +414,7 @@ class OceanNodeBackend:
             max_fee=max_fee,
         )
         if plan.needs_transactions:
-            escrow.check_affordable(plan, self.hook.consumer_address)
+            escrow.check_affordable(plan, self.ctx.consumer_address)
         paid: list[PaidOrder] = []
         if orderables:
             from airflow_provider_ocean.payment import OrderPayer, make_requests
@@ -403,8 +423,8 @@ class OceanNodeBackend:
             if algo_did:
                 quotes.append(quote.get("algorithm") or {})
             payer = OrderPayer(
-                self.hook.rpc,
-                self.hook.sender,
+                self.ctx.rpc,
+                self.ctx.sender,
                 acquire=acquire_datatokens,
                 max_datatoken_price=max_datatoken_price,
             )
@@ -485,16 +505,15 @@ class OceanNodeBackend:
         max_job_duration = opts.get("max_job_duration")
         if not node_part.get("free") and not max_job_duration:
             max_job_duration = self.resolve_environment(env_id).max_job_duration or 3600
-        attempt = {
-            "provider_url": self.hook.settings.provider_url,
-            "owner": self.hook.consumer_address,
-            "transfer_tx_ids": txs,
-            "started_at": time.time(),
-            "known_job_ids": [],
-            "start_id": uuid.uuid4().hex,
-        }
+        attempt = StartAttempt(
+            provider_url=self.ctx.settings.provider_url,
+            owner=self.ctx.consumer_address,
+            transfer_tx_ids=txs,
+            started_at=time.time(),
+            start_id=uuid.uuid4().hex,
+        )
         if on_attempt is not None:
-            on_attempt(dict(attempt))
+            on_attempt(attempt.to_dict())
         common = {
             "environment": env_id,
             "algorithm": algo_body,
@@ -502,14 +521,14 @@ class OceanNodeBackend:
             "resources": opts.get("resources"),
             "queue_max_wait_time": opts.get("queue_max_wait_time"),
             "max_job_duration": max_job_duration,
-            "metadata": {START_TAG_KEY: attempt["start_id"]},
+            "metadata": {START_TAG_KEY: attempt.start_id},
         }
         try:
             if node_part.get("free"):
-                raw = self.client.start_free_compute(self.hook.signer, **common)
+                raw = self.client.start_free_compute(self.ctx.signer, **common)
             else:
                 raw = self.client.start_compute(
-                    self.hook.signer,
+                    self.ctx.signer,
                     payment={
                         "chainId": payment.get("chain_id") or self.chain_id,
                         "token": node_part.get("token"),
@@ -517,15 +536,13 @@ class OceanNodeBackend:
                     **common,
                 )
         except (OceanProviderError, OceanConnectionError) as exc:
-            from airflow_provider_ocean.hooks.ocean import _outcome_unknown
-
-            if not _outcome_unknown(exc):
+            if not outcome_unknown(exc):
                 raise
-            return self._resolve_unknown_start(exc, attempt)
+            return resolve_unknown_start(exc, attempt, self, self.ctx.log)
         from airflow_provider_ocean.node_models import job_status_from_node
 
         job = job_status_from_node(raw, job_id=raw["jobId"])
-        self.hook.log.info(
+        self.ctx.log.info(
             "Started Ocean Node job %s on %s (%s, status %s %s)",
             job.job_id,
             env_id,
@@ -535,47 +552,57 @@ class OceanNodeBackend:
         )
         return job
 
-    def _resolve_unknown_start(self, exc: OceanError, attempt: dict[str, Any]) -> JobStatus:
-        """Decide whether a start whose answer was lost created a job: look for its tag, never start again.
+    # -- exactly once: the recovery's matcher (backends/recovery.py) ----------------------------------
+    def find(self, attempt: StartAttempt) -> JobStatus | None:
+        """The job ``attempt`` created, matched by its start tag.
 
-        :param exc: the error of the start request.
-        :param attempt: the attempt record (``start_id``, ``started_at``).
-        :return: the job the attempt created.
-        :raises OceanStartOutcomeUnknownError: the node could not be asked.
-        :raises OceanError: ``exc`` again, when the node answered and holds no job with the tag.
+        :param attempt: the attempt record.
         """
-        start_id = attempt["start_id"]
-        self.hook.log.warning(
-            "The outcome of the start is unknown (%s); looking for a job tagged %s", exc, start_id
-        )
-        tries = START_LOOKUP_ATTEMPTS[0 if isinstance(exc, OceanConnectionError) else 1]
-        lookup_error: OceanError | None = None
-        for number in range(1, tries + 1):
-            try:
-                job = self.find_started_job(start_id)
-                lookup_error = None
-            except OceanError as error:
-                job, lookup_error = None, error
-            if job is not None:
-                self.hook.log.warning("The start did create job %s despite the error; using it", job.job_id)
-                return job
-            if number < tries:
-                time.sleep(START_LOOKUP_DELAY)
-        if lookup_error is not None:
-            raise OceanStartOutcomeUnknownError(
-                f"The start of an Ocean Node job may have succeeded ({exc}), and listing the jobs of "
-                f"{self.hook.consumer_address} failed ({lookup_error}). Start tag: {start_id}.",
-                transfer_tx_ids=list(attempt.get("transfer_tx_ids") or []),
-                started_at=attempt["started_at"],
-                hint=f"look for a job whose metadata {START_TAG_KEY} is {start_id} before starting again "
-                "(OceanComputeHook.find_started_job); the start operator does it on its next try",
-            ) from None
-        self.hook.log.warning("No job was created by this start attempt: it failed (%s)", exc)
-        raise exc
+        return self.find_started_job(start_id=attempt.start_id)
 
-    def find_started_job(self, start_id: str | None) -> JobStatus | None:
+    def describe(self, attempt: StartAttempt) -> str:
+        """What the recovery looks for, for the log.
+
+        :param attempt: the attempt record.
+        """
+        return f"a job tagged {attempt.start_id}"
+
+    def unknown_error(
+        self, attempt: StartAttempt, exc: OceanError, lookup_error: OceanError
+    ) -> OceanStartOutcomeUnknownError:
+        """The start may have created a job and the node could not be asked which.
+
+        :param attempt: the attempt record.
+        :param exc: the start's error.
+        :param lookup_error: why the jobs could not be listed.
+        """
+        return OceanStartOutcomeUnknownError(
+            f"The start of an Ocean Node job may have succeeded ({exc}), and listing the jobs of "
+            f"{attempt.owner} failed ({lookup_error}). Start tag: {attempt.start_id}.",
+            transfer_tx_ids=list(attempt.transfer_tx_ids),
+            started_at=attempt.started_at,
+            hint=f"look for a job whose metadata {START_TAG_KEY} is {attempt.start_id} before starting again "
+            "(OceanComputeHook.find_started_job); the start operator does it on its next try",
+        )
+
+    def find_started_job(
+        self,
+        transfer_tx_ids: Iterable[str] = (),
+        *,
+        known_job_ids: Iterable[str] = (),
+        started_at: float | None = None,
+        clock_skew: float = 0.0,
+        start_id: str | None = None,
+    ) -> JobStatus | None:
         """The owner's job whose ``metadata`` carries the start tag ``start_id`` (the oldest, if several).
 
+        A node job has no identity known before the answer but its tag: the orders, the known jobs and the
+        start time (Provider v4's match) are not needed.
+
+        :param transfer_tx_ids: unused (Provider v4 matches by them).
+        :param known_job_ids: unused.
+        :param started_at: unused.
+        :param clock_skew: unused.
         :param start_id: the ``start_id`` of the attempt record (``None``: nothing to look for).
         :raises OceanError: the node could not be asked (never guessed as "no job").
         """
@@ -585,32 +612,51 @@ class OceanNodeBackend:
 
         matches = [
             entry
-            for entry in self.client.get_status(consumer_address=self.hook.consumer_address)
+            for entry in self.client.get_status(consumer_address=self.ctx.consumer_address)
             if isinstance(entry.get("metadata"), dict) and entry["metadata"].get(START_TAG_KEY) == start_id
         ]
         if len(matches) > 1:
-            self.hook.log.warning(
+            self.ctx.log.warning(
                 "Several jobs carry the start tag %s: %s; using the oldest",
                 start_id,
                 ", ".join(str(m["jobId"]) for m in matches),
             )
-        matches.sort(key=lambda m: _epoch(m.get("dateCreated")))
+        matches.sort(key=lambda m: epoch(m.get("dateCreated")) or 0.0)
         return job_status_from_node(matches[0], job_id=matches[0]["jobId"]) if matches else None
+
+    def recent_orders(
+        self,
+        datasets: list[Any],
+        algorithm: Any,
+        environment: str | ComputeEnvironment | None = None,
+        *,
+        lookback_blocks: int = 0,
+    ) -> dict[str, Any] | None:
+        """Not looked up on an Ocean Node: free jobs and raw inputs have no orders, and the orders of a paid
+        start that was never recorded are paid again.
+
+        :param datasets: unused.
+        :param algorithm: unused.
+        :param environment: unused.
+        :param lookback_blocks: unused.
+        :return: ``None``.
+        """
+        return None
 
     # -- jobs --------------------------------------------------------------------------------------------
     def list_jobs(self) -> list[JobStatus]:
-        return self.client.list_jobs(self.hook.consumer_address)
+        return self.client.list_jobs(self.ctx.consumer_address)
 
     def get_job_status(self, job_id: str) -> JobStatus:
-        job = self.client.job_status(self.hook.consumer_address, job_id, previous=self._previous.get(job_id))
+        job = self.client.job_status(self.ctx.consumer_address, job_id, previous=self._previous.get(job_id))
         self._previous[job_id] = job
         return job
 
     def stop_job(self, job_id: str) -> JobStatus | None:
         from airflow_provider_ocean.node_models import job_status_from_node, split_job_id
 
-        entries = self.client.stop_job(self.hook.signer, job_id)
-        self.hook.log.info("Requested stop of Ocean Node job %s", job_id)
+        entries = self.client.stop_job(self.ctx.signer, job_id)
+        self.ctx.log.info("Requested stop of Ocean Node job %s", job_id)
         bare = split_job_id(job_id)[1]
         for entry in entries:
             if split_job_id(entry["jobId"])[1] == bare:
@@ -618,7 +664,7 @@ class OceanNodeBackend:
         return None
 
     def delete_job(self, job_id: str) -> None:
-        self.hook.log.warning(
+        self.ctx.log.warning(
             "Ocean Node does not implement job deletion (DELETE answers 404); %s kept", job_id
         )
 
@@ -627,7 +673,7 @@ class OceanNodeBackend:
     ) -> DownloadedResult:
         results = self._results(job_id)
         name = next((r.filename for r in results if r.index == int(index)), None)
-        return self.client.download_result(self.hook.signer, job_id, index, destination, filename=name)
+        return self.client.download_result(self.ctx.signer, job_id, index, destination, filename=name)
 
     def _results(self, job_id: str) -> list[ResultFile]:
         previous = self._previous.get(job_id)
@@ -651,14 +697,7 @@ class OceanNodeBackend:
         :param timeout: read timeout between two chunks (default: the connection's timeout).
         """
         client = self._new_client() if own_session else self.client
-        return client.stream_logs(self.hook.signer, job_id, timeout=timeout)
-
-
-def _epoch(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
+        return client.stream_logs(self.ctx.signer, job_id, timeout=timeout)
 
 
 def _did_entry(entry: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,216 @@
+"""What every compute backend offers (:class:`ComputeBackend`) and what it is given (:class:`BackendContext`).
+
+A backend never sees the hook: the hook builds one :class:`BackendContext` from the connection (settings,
+the wallet's signer, the chain client, a DDO reader) and hands it to the backend it chose.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from airflow_provider_ocean.exceptions import OceanConfigError
+
+if TYPE_CHECKING:
+    import logging
+    import os
+    from collections.abc import Callable, Iterable
+
+    from airflow_provider_ocean.chain.rpc import JsonRpcClient
+    from airflow_provider_ocean.chain.tx import TransactionSender
+    from airflow_provider_ocean.models import (
+        ComputeEnvironment,
+        DownloadedResult,
+        JobStatus,
+    )
+    from airflow_provider_ocean.settings import OceanConnectionSettings
+    from airflow_provider_ocean.signing import Signer
+
+
+def _mask(secret: str) -> None:
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - Airflow 2
+        try:
+            from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
+        except ImportError:
+            return
+    bare = secret[2:] if secret.lower().startswith("0x") else secret
+    for value in {secret, bare, "0x" + bare}:
+        mask_secret(value)
+
+
+class BackendContext:
+    """The connection as a backend sees it; every piece is built on first use (no I/O before).
+
+    :param settings: the parsed connection settings.
+    :param conn_id: the connection id (for error messages).
+    :param password: returns the connection's password (the wallet's private key); called once.
+    :param auth_token: returns the ``auth_token`` extra (Ocean Node), if any.
+    :param get_ddo: reads an asset's DDO.
+    :param log: the hook's logger.
+    :param retry_limit: attempts for idempotent reads.
+    :param retry_delay: initial backoff between those attempts, in seconds.
+    """
+
+    def __init__(
+        self,
+        settings: OceanConnectionSettings,
+        *,
+        conn_id: str,
+        password: Callable[[], str | None],
+        auth_token: Callable[[], str | None],
+        get_ddo: Callable[[str], dict[str, Any]],
+        log: logging.Logger,
+        retry_limit: int = 3,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.conn_id = conn_id
+        self._password = password
+        self._auth_token = auth_token
+        self.get_ddo = get_ddo
+        self.log = log
+        self.retry_limit = retry_limit
+        self.retry_delay = retry_delay
+
+    def __repr__(self) -> str:
+        return f"BackendContext(conn_id={self.conn_id!r}, url={self.settings.provider_url!r})"
+
+    @cached_property
+    def signer(self) -> Signer:
+        """The consumer wallet's signer, built from the connection password (masked right away)."""
+        from airflow_provider_ocean.signing import Signer, is_private_key
+
+        password = self._password()
+        if not password:
+            raise OceanConfigError(
+                f"Connection {self.conn_id!r} has no password: set it to the consumer wallet's private key"
+            )
+        password = password.strip()
+        _mask(password)
+        if not is_private_key(password):
+            raise OceanConfigError(
+                f"The password of connection {self.conn_id!r} is not a private key: expected 64 hex "
+                "digits (32 bytes), optionally prefixed with 0x"
+            )
+        return Signer(password)
+
+    @property
+    def consumer_address(self) -> str:
+        """The consumer wallet's checksummed address (the job owner string used everywhere)."""
+        return self.signer.address
+
+    @cached_property
+    def auth_token(self) -> str | None:
+        """The ``auth_token`` extra (sent instead of signatures to an Ocean Node)."""
+        return self._auth_token() or None
+
+    @cached_property
+    def rpc(self) -> JsonRpcClient:
+        """JSON-RPC client of the chain (needs the ``rpc_url`` extra)."""
+        from airflow_provider_ocean.chain.rpc import JsonRpcClient
+
+        if not self.settings.rpc_url:
+            raise OceanConfigError(
+                f"Connection {self.conn_id!r} has no rpc_url extra: it is needed to pay for orders"
+            )
+        return JsonRpcClient(
+            self.settings.rpc_url, timeout=self.settings.timeout, verify=self.settings.verify_ssl
+        )
+
+    @cached_property
+    def sender(self) -> TransactionSender:
+        """Transaction sender of the consumer wallet."""
+        return self.signer.transaction_sender(self.rpc)
+
+    def chain_id(self, served: Callable[[], list[int]], server: str) -> int:
+        """The connection's ``chain_id``, else the server's only chain.
+
+        :param served: returns the chains the server serves (asked only without a configured chain id).
+        :param server: what the server is, for the error message (``Provider``, ``node``).
+        """
+        if self.settings.chain_id is not None:
+            return self.settings.chain_id
+        chains = served()
+        if len(chains) == 1:
+            return chains[0]
+        raise OceanConfigError(
+            f"Set the connection extra chain_id: the {server} serves chains {chains or 'none'}"
+        )
+
+
+class ComputeBackend(Protocol):
+    """The job methods of :class:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook`, per protocol.
+
+    The hook's public methods of the same names document the parameters; a backend implements them for
+    one server protocol and is built from a :class:`BackendContext`.
+    """
+
+    name: str
+
+    @property
+    def chain_id(self) -> int: ...
+
+    def test_connection(self) -> tuple[bool, str]: ...
+
+    def get_environments(self) -> list[ComputeEnvironment]: ...
+
+    def resolve_environment(
+        self, environment: str | ComputeEnvironment | None = None
+    ) -> ComputeEnvironment: ...
+
+    def pay_for_compute(
+        self,
+        datasets: list[Any],
+        algorithm: Any,
+        environment: str | ComputeEnvironment | None = None,
+        valid_until: Any = None,
+        max_fee: int | None = None,
+        transfer_tx_ids: Any = None,
+        *,
+        acquire_datatokens: str | None = None,
+        max_datatoken_price: int | None = None,
+        **node_options: Any,
+    ) -> dict[str, Any]: ...
+
+    def start_compute(
+        self,
+        datasets: list[Any],
+        algorithm: Any,
+        payment: dict[str, Any] | None = None,
+        environment: str | None = None,
+        *,
+        on_attempt: Callable[[dict[str, Any]], None] | None = None,
+    ) -> JobStatus: ...
+
+    def find_started_job(
+        self,
+        transfer_tx_ids: Iterable[str],
+        *,
+        known_job_ids: Iterable[str] = (),
+        started_at: float | None = None,
+        clock_skew: float = ...,
+        start_id: str | None = None,
+    ) -> JobStatus | None: ...
+
+    def recent_orders(
+        self,
+        datasets: list[Any],
+        algorithm: Any,
+        environment: str | ComputeEnvironment | None = None,
+        *,
+        lookback_blocks: int = ...,
+    ) -> dict[str, Any] | None: ...
+
+    def list_jobs(self) -> list[JobStatus]: ...
+
+    def get_job_status(self, job_id: str) -> JobStatus: ...
+
+    def stop_job(self, job_id: str) -> JobStatus | None: ...
+
+    def delete_job(self, job_id: str) -> None: ...
+
+    def download_result(
+        self, job_id: str, index: int, destination: str | os.PathLike[str] | IO[bytes]
+    ) -> DownloadedResult: ...

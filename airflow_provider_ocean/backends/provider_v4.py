@@ -1,0 +1,703 @@
+"""The Provider v4 backend: validate, quote, pay the datatoken orders, start, and find lost starts.
+
+Paying (provider-v4-api.md in docs/reference, contracts-and-payment.md): ``initializeCompute`` quotes a
+signed provider fee per input, then each input's datatoken gets a ``startOrder`` (or ``reuseOrder``, or
+nothing while its fee is still valid); the order txs are the ``transferTxId`` of the start. A start whose
+answer was lost is matched by its orders: the Provider sends one of them as the job's ``agreementId``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import IO, TYPE_CHECKING, Any
+
+from airflow_provider_ocean.backends.recovery import epoch, outcome_unknown, resolve_unknown_start
+from airflow_provider_ocean.exceptions import (
+    OceanConfigError,
+    OceanConnectionError,
+    OceanError,
+    OceanJobNotFoundError,
+    OceanOrderInUseError,
+    OceanProviderError,
+    OceanStartOutcomeUnknownError,
+    OceanValidationError,
+    redact,
+)
+from airflow_provider_ocean.models import (
+    ComputeAlgorithm,
+    ComputeEnvironment,
+    ComputeInput,
+    JobStatus,
+    Orderable,
+    PaidOrder,
+    StartAttempt,
+)
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Iterable
+
+    from airflow_provider_ocean.backends.base import BackendContext
+    from airflow_provider_ocean.models import DownloadedResult
+    from airflow_provider_ocean.provider_v4 import ProviderV4Client
+
+#: Tolerated difference between the Provider's clock (``dateCreated``) and ours.
+START_CLOCK_SKEW = 300.0
+#: How many blocks back :meth:`ProviderV4Backend.recent_orders` looks for orders paid by this wallet.
+ORDER_LOOKBACK_BLOCKS = 5000
+_IN_USE = "already in use for other job"
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        if value and value not in out:
+            out.append(value)
+    return out
+
+
+def _tx_ids(transfer_tx_ids: Any, count: int) -> tuple[list[str | None], str | None]:
+    """Normalise the accepted forms of previously paid orders into (dataset txs, algorithm tx).
+
+    Accepted: the dict returned by :meth:`OceanComputeHook.pay_for_compute`; ``{"datasets": [tx|None],
+    "algorithm": tx|None}``; a list of dataset txs; ``None``.
+    """
+    if transfer_tx_ids is None:
+        return [None] * count, None
+    if isinstance(transfer_tx_ids, list | tuple):
+        datasets_part: Any = list(transfer_tx_ids)
+        algorithm_part: Any = None
+    elif isinstance(transfer_tx_ids, dict):
+        datasets_part = transfer_tx_ids.get("datasets") or []
+        algorithm_part = transfer_tx_ids.get("algorithm")
+    else:
+        raise OceanValidationError("transfer_tx_ids must be a dict, a list or None")
+
+    def one(value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, dict):
+            value = value.get("transfer_tx_id") or value.get("transferTxId")
+            return str(value) if value else None
+        return str(value)
+
+    txs = [one(v) for v in datasets_part]
+    if len(txs) > count:
+        raise OceanValidationError(f"{len(txs)} dataset transfer tx ids given for {count} datasets")
+    txs += [None] * (count - len(txs))
+    return txs, one(algorithm_part)
+
+
+@dataclasses.dataclass
+class _Prepared:
+    datasets: list[ComputeInput]
+    algorithm: ComputeAlgorithm
+    #: datasets, then a DID algorithm
+    orderables: list[Orderable]
+
+
+class ProviderV4Backend:
+    """Ocean Provider v4 (+ Aquarius) implementation of the hook's job methods.
+
+    :param ctx: the connection as the backend sees it.
+    """
+
+    name = "provider_v4"
+
+    def __init__(self, ctx: BackendContext) -> None:
+        self.ctx = ctx
+        # Order txs this backend sent (startOrder/reuseOrder) and has not used in a start yet: no job can
+        # carry them as agreementId, so a start on them needs no look at the existing jobs first.
+        self._unstarted_orders: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"ProviderV4Backend({self.ctx.settings.provider_url!r})"
+
+    @cached_property
+    def client(self) -> ProviderV4Client:
+        """The Provider v4 wire client."""
+        from airflow_provider_ocean.provider_v4 import ProviderV4Client
+
+        settings = self.ctx.settings
+        return ProviderV4Client(
+            settings.provider_url,
+            aquarius_url=settings.aquarius_url,
+            timeout=settings.timeout,
+            verify=settings.verify_ssl,
+            retry_limit=self.ctx.retry_limit,
+            retry_delay=self.ctx.retry_delay,
+        )
+
+    @cached_property
+    def chain_id(self) -> int:
+        """The chain id: the connection's ``chain_id``, else the Provider's only chain."""
+        return self.ctx.chain_id(lambda: self.client.chain_ids, "Provider")
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the Provider, the chain and the key without spending anything.
+
+        :return: ``(ok, message)``.
+        """
+        root = self.client.root(refresh=True)
+        software = root.get("software")
+        if software != "Provider":
+            return (
+                False,
+                f"{self.ctx.settings.provider_url} is not an Ocean Provider v4 (software={software!r})",
+            )
+        chain_id = self.chain_id
+        if chain_id not in self.client.chain_ids:
+            return False, (
+                f"The Provider does not serve chain {chain_id} (it serves {self.client.chain_ids})"
+            )
+        provider_address = self.client.provider_address(chain_id)
+        if not provider_address:
+            return False, f"The Provider announces no providerAddresses entry for chain {chain_id}"
+        if self.ctx.settings.rpc_url:
+            rpc_chain = self.ctx.rpc.chain_id()
+            if rpc_chain != chain_id:
+                return False, f"The RPC node serves chain {rpc_chain}, the connection says {chain_id}"
+        address = self.ctx.consumer_address
+        return True, (
+            f"Connected to Ocean Provider {root.get('version')} at {self.ctx.settings.provider_url} on chain "
+            f"{chain_id}; consumer {address}"
+        )
+
+    def get_environments(self) -> list[ComputeEnvironment]:
+        """The compute environments the Provider offers on the connection's chain."""
+        return self.client.environments(self.chain_id)
+
+    def resolve_environment(self, environment: str | ComputeEnvironment | None = None) -> ComputeEnvironment:
+        """Return the named environment, or the first free one when ``environment`` is ``None``.
+
+        :param environment: an environment id, an environment, or ``None``.
+        """
+        if isinstance(environment, ComputeEnvironment):
+            return environment
+        if environment is None:
+            return self.client.choose_free_environment(self.chain_id)
+        return self.client.get_environment(self.chain_id, environment)
+
+    # -- pre-spend validation ------------------------------------------------------------------------
+    def _prepare(self, datasets: list[ComputeInput], algorithm: ComputeAlgorithm) -> _Prepared:
+        from airflow_provider_ocean.payment import (
+            check_algorithm_allowed,
+            check_algorithm_ddo,
+            check_dataset_service,
+            find_service,
+        )
+
+        if not datasets:
+            raise OceanValidationError("A compute job needs at least one dataset")
+        algorithm_ddo = None
+        algo_entry = None
+        if not algorithm.is_raw:
+            assert algorithm.did is not None
+            algorithm_ddo = self.ctx.get_ddo(algorithm.did)
+            service, index = find_service(algorithm_ddo, algorithm.service_id, role="algorithm")
+            check_algorithm_ddo(algorithm_ddo, service, chain_id=self.chain_id)
+            algorithm = dataclasses.replace(algorithm, service_id=str(service["id"]))
+            algo_entry = Orderable(
+                "algorithm", algorithm.did, str(service["id"]), index, str(service["datatokenAddress"])
+            )
+        resolved: list[ComputeInput] = []
+        orderables: list[Orderable] = []
+        for position, item in enumerate(datasets):
+            role = "dataset" if position == 0 else "additional dataset"
+            ddo = self.ctx.get_ddo(item.did)
+            service, index = find_service(ddo, item.service_id, role=role)
+            check_dataset_service(ddo, service, role=role, chain_id=self.chain_id)
+            check_algorithm_allowed(ddo, service, algorithm, algorithm_ddo)
+            resolved.append(dataclasses.replace(item, service_id=str(service["id"])))
+            orderables.append(
+                Orderable("dataset", item.did, str(service["id"]), index, str(service["datatokenAddress"]))
+            )
+        if algo_entry is not None:
+            orderables.append(algo_entry)
+        return _Prepared(resolved, algorithm, orderables)
+
+    @staticmethod
+    def _valid_until(valid_until: int | float | datetime | timedelta | None, env: ComputeEnvironment) -> int:
+        now = time.time()
+        if valid_until is None:
+            value = now + (env.max_job_duration or 3600)
+        elif isinstance(valid_until, timedelta):
+            value = now + valid_until.total_seconds()
+        elif isinstance(valid_until, datetime):
+            value = valid_until.timestamp()
+        else:
+            value = float(valid_until)
+        if value <= now:
+            raise OceanValidationError(
+                f"valid_until must be in the future (got {int(value)}, now {int(now)})"
+            )
+        return int(value)
+
+    # -- paying and starting -------------------------------------------------------------------------
+    def pay_for_compute(
+        self,
+        datasets: list[ComputeInput | dict[str, Any] | str],
+        algorithm: ComputeAlgorithm | dict[str, Any] | str,
+        environment: str | ComputeEnvironment | None = None,
+        valid_until: int | float | datetime | timedelta | None = None,
+        max_fee: int | None = None,
+        transfer_tx_ids: Any = None,
+        *,
+        acquire_datatokens: str | None = None,
+        max_datatoken_price: int | None = None,
+        **node_options: Any,
+    ) -> dict[str, Any]:
+        """Validate, quote (``initializeCompute``) and pay for every input of a job.
+
+        Everything that can fail without spending is checked first (DDOs, services, environment,
+        algorithm trust, fee cap, balances, gas); then only the needed transactions are sent.
+
+        :param datasets: the datasets (DIDs, dicts or :class:`ComputeInput`); the first must be ordered
+            through a compute service.
+        :param algorithm: a published algorithm (DID) or a raw algorithm (dict / :class:`ComputeAlgorithm`).
+        :param environment: environment id; ``None`` picks the first free environment.
+        :param valid_until: until when the provider fee must cover the job: epoch seconds, a datetime,
+            or a timedelta from now; default now + the environment's maxJobDuration.
+        :param max_fee: refuse (before sending anything) when the fees exceed this many base units of
+            the fee token.
+        :param transfer_tx_ids: orders paid earlier, to reuse: the dict this method returned, or
+            ``{"datasets": [tx, ...], "algorithm": tx}``.
+        :param acquire_datatokens: obtain missing datatokens: ``None`` (default, off), ``"dispenser"``,
+            ``"fixed_rate"`` or ``"any"``.
+        :param max_datatoken_price: highest base-token amount (base units) per datatoken bought.
+        :param node_options: Ocean Node only: ``resources``, ``max_job_duration``,
+            ``queue_max_wait_time``, ``free`` (see :mod:`airflow_provider_ocean.hooks.node_backend`).
+        :return: JSON-safe ``{"environment", "consumer_address", "chain_id", "valid_until",
+            "datasets": [PaidOrder dict, ...], "algorithm": PaidOrder dict | None}``.
+        """
+        from airflow_provider_ocean.payment import OrderPayer, make_requests
+
+        if any(value is not None for value in node_options.values()):
+            raise OceanValidationError(
+                f"{', '.join(sorted(node_options))} only apply to Ocean Node connections"
+            )
+
+        inputs = [ComputeInput.coerce(d) for d in datasets]
+        algo = ComputeAlgorithm.coerce(algorithm)
+        if environment is None and isinstance(transfer_tx_ids, dict) and transfer_tx_ids.get("environment"):
+            environment = str(transfer_tx_ids["environment"])  # orders are valid for their environment only
+        env = self.resolve_environment(environment)
+        passed_datasets, passed_algorithm = _tx_ids(transfer_tx_ids, len(inputs))
+        passed_datasets = [
+            tx or item.transfer_tx_id for tx, item in zip(passed_datasets, inputs, strict=True)
+        ]
+        passed_algorithm = passed_algorithm or algo.transfer_tx_id
+        prepared = self._prepare(inputs, algo)
+        if isinstance(transfer_tx_ids, dict):
+            # Reusing an earlier payment: ask for no more than it covers while that still fits a whole job,
+            # so a still-valid fee needs no transaction (asking for more would make the Provider want a
+            # reuseOrder with a new fee).
+            previous = transfer_tx_ids.get("valid_until")
+            if isinstance(previous, int | float) and not isinstance(previous, bool):
+                now = time.time()
+                if (valid_until is None and previous > now + 10) or (
+                    valid_until is not None and previous >= now + max(env.max_job_duration, 60)
+                ):
+                    valid_until = int(previous)
+        until = self._valid_until(valid_until, env)
+        try:
+            rpc_chain_id = self.ctx.sender.chain_id
+        except OceanError:
+            raise
+        except Exception as exc:
+            from airflow_provider_ocean.exceptions import OceanConnectionError
+
+            raise OceanConnectionError(
+                f"The RPC node at {self.ctx.settings.rpc_url} cannot be reached: {redact(str(exc))}",
+                url=self.ctx.settings.rpc_url,
+            ) from exc
+        if rpc_chain_id != self.chain_id:
+            raise OceanConfigError(
+                f"The RPC node at {self.ctx.settings.rpc_url} serves chain {self.ctx.sender.chain_id}, "
+                f"the connection says {self.chain_id}"
+            )
+
+        dataset_requests = []
+        for item, tx in zip(prepared.datasets, passed_datasets, strict=True):
+            body = item.to_request(transfer_tx_id=tx)
+            # Lets the Provider find an already-paid fee on any input, not only dataset 0.
+            body["consumerAddress"] = env.consumer_address
+            dataset_requests.append(body)
+        algorithm_request = prepared.algorithm.to_initialize_request(transfer_tx_id=passed_algorithm)
+        self.ctx.log.info(
+            "Quoting %s dataset(s) + %s algorithm on environment %s until %s",
+            len(dataset_requests),
+            "raw" if prepared.algorithm.is_raw else prepared.algorithm.did,
+            env.id,
+            until,
+        )
+        quote = self.client.initialize_compute(
+            datasets=dataset_requests,
+            algorithm=algorithm_request,
+            environment=env.id,
+            valid_until=until,
+            consumer_address=env.consumer_address,
+        )
+        quotes = list(quote["datasets"])
+        passed = list(passed_datasets)
+        if not prepared.algorithm.is_raw:
+            quotes.append(quote["algorithm"])
+            passed.append(passed_algorithm)
+        requests = make_requests(
+            [
+                entry._replace(transfer_tx_id=tx)
+                for entry, tx in zip(prepared.orderables, passed, strict=True)
+            ],
+            quotes,
+        )
+        payer = OrderPayer(
+            self.ctx.rpc, self.ctx.sender, acquire=acquire_datatokens, max_datatoken_price=max_datatoken_price
+        )
+        paid = payer.pay(requests, consumer=env.consumer_address, environment=env.id, max_fee=max_fee)
+        dataset_orders = [p for p in paid if p.role == "dataset"]
+        algorithm_orders = [p for p in paid if p.role == "algorithm"]
+        for order in paid:
+            self.ctx.log.info("%s %s: %s via %s", order.role, order.did, order.action, order.transfer_tx_id)
+            if order.action in ("start", "reuse"):
+                self._unstarted_orders.add(order.transfer_tx_id.lower())
+        return {
+            "environment": env.id,
+            "consumer_address": env.consumer_address,
+            "chain_id": self.chain_id,
+            "valid_until": until,
+            "datasets": [p.to_dict() for p in dataset_orders],
+            "algorithm": algorithm_orders[0].to_dict() if algorithm_orders else None,
+        }
+
+    def start_compute(
+        self,
+        datasets: list[ComputeInput | dict[str, Any] | str],
+        algorithm: ComputeAlgorithm | dict[str, Any] | str,
+        payment: dict[str, Any] | None = None,
+        environment: str | None = None,
+        *,
+        on_attempt: Callable[[dict[str, Any]], None] | None = None,
+    ) -> JobStatus:
+        """Start a job whose inputs are paid (signed request; never retried blindly).
+
+        When the outcome is unknown (timeout or connection reset after sending, 5xx - including the
+        Provider's duplicate-nonce 503, which comes after the job was created - or an unreadable 2xx),
+        the owner's jobs are searched for one created by this attempt (its agreementId is one of the
+        request's orders, it did not exist before); that job is returned. If the Provider answers and
+        there is none, the original error is raised (nothing started); if it cannot be asked,
+        :class:`~airflow_provider_ocean.exceptions.OceanStartOutcomeUnknownError`.
+
+        :param datasets: the datasets, as given to :meth:`pay_for_compute`.
+        :param algorithm: the algorithm, with ``algocustomdata``/``algouserdata`` if any.
+        :param payment: the dict :meth:`pay_for_compute` returned; without it every dataset (and a DID
+            algorithm) must carry its ``transfer_tx_id``.
+        :param environment: environment id (taken from ``payment`` when given there).
+        :param on_attempt: called just before the request is sent with a JSON-safe record
+            ``{"provider_url", "owner", "transfer_tx_ids", "started_at", "known_job_ids"}`` - persist it
+            to find the job with :meth:`find_started_job` if the process dies before the answer.
+        :return: the new job's status.
+        :raises OceanOrderInUseError: a running job already uses the order that would be the agreementId.
+        """
+        inputs = [ComputeInput.coerce(d) for d in datasets]
+        algo = ComputeAlgorithm.coerce(algorithm)
+        payment = payment or {}
+        if environment and payment.get("environment") and environment != payment["environment"]:
+            raise OceanValidationError(
+                f"The payment is for environment {payment['environment']}, not {environment}: "
+                "orders only validate for the environment they were paid for"
+            )
+        env_id = payment.get("environment") or environment
+        if not env_id:
+            env_id = self.resolve_environment(None).id
+        paid_datasets = [PaidOrder.from_dict(p) for p in payment.get("datasets") or []]
+        if paid_datasets and len(paid_datasets) != len(inputs):
+            raise OceanValidationError(
+                f"The payment covers {len(paid_datasets)} datasets, {len(inputs)} given"
+            )
+        dataset_bodies = []
+        for position, item in enumerate(inputs):
+            order = paid_datasets[position] if paid_datasets else None
+            if order is not None and order.did != item.did:
+                raise OceanValidationError(
+                    f"Dataset {position} is {item.did} but the payment is for {order.did}"
+                )
+            tx = order.transfer_tx_id if order else item.transfer_tx_id
+            service_id = item.service_id or (order.service_id if order else None)
+            if not tx or not service_id:
+                raise OceanValidationError(
+                    f"Dataset {item.did} has no paid order: call pay_for_compute first "
+                    "or give transfer_tx_id "
+                    "and service_id"
+                )
+            dataset_bodies.append(
+                dataclasses.replace(item, service_id=service_id).to_request(transfer_tx_id=tx)
+            )
+        if not algo.is_raw:
+            paid_algorithm = payment.get("algorithm")
+            order = PaidOrder.from_dict(paid_algorithm) if paid_algorithm else None
+            tx = order.transfer_tx_id if order else algo.transfer_tx_id
+            service_id = algo.service_id or (order.service_id if order else None)
+            if not tx or not service_id:
+                raise OceanValidationError(
+                    f"Algorithm {algo.did} has no paid order: call pay_for_compute first or give "
+                    "transfer_tx_id and service_id"
+                )
+            algo = dataclasses.replace(algo, service_id=service_id, transfer_tx_id=tx)
+        algorithm_body = algo.to_start_request()
+        transfer_tx_ids = _unique(
+            [b.get("transferTxId") for b in dataset_bodies] + [algorithm_body.get("transferTxId")]
+        )
+        # Jobs already using these orders (one order may start many jobs one after the other): a job
+        # created by this attempt is one that is not among them. Orders this backend has just sent and never
+        # started with cannot be in use: no need to ask.
+        fresh = bool(transfer_tx_ids) and all(t.lower() in self._unstarted_orders for t in transfer_tx_ids)
+        before = [] if fresh else self.jobs_with_agreements(transfer_tx_ids)
+        self._unstarted_orders.difference_update(t.lower() for t in transfer_tx_ids)
+        attempt = StartAttempt(
+            provider_url=self.ctx.settings.provider_url,
+            owner=self.ctx.consumer_address,
+            transfer_tx_ids=transfer_tx_ids,
+            started_at=time.time(),
+            known_job_ids=[j.job_id for j in before],
+        )
+        if on_attempt is not None:
+            on_attempt(attempt.to_dict())
+        try:
+            job = self.client.start_compute(
+                self.ctx.signer,
+                datasets=dataset_bodies,
+                algorithm=algorithm_body,
+                environment=env_id,
+            )
+        except (OceanProviderError, OceanConnectionError) as exc:
+            if isinstance(exc, OceanProviderError) and _IN_USE in exc.detail.lower():
+                raise self._order_in_use(exc, transfer_tx_ids) from None
+            if not outcome_unknown(exc):
+                raise
+            job = resolve_unknown_start(exc, attempt, self, self.ctx.log)
+        self.ctx.log.info(
+            "Started compute job %s on %s (status %s %s)", job.job_id, env_id, job.status, job.status_text
+        )
+        return job
+
+    def _order_in_use(self, exc: OceanProviderError, transfer_tx_ids: list[str]) -> OceanOrderInUseError:
+        """The operator refused a second running job on one agreementId: name the orders and jobs."""
+        try:
+            running = [j for j in self.jobs_with_agreements(transfer_tx_ids) if not j.is_terminal]
+        except OceanError:
+            running = []
+        in_use = _unique(j.agreement_id for j in running)
+        return OceanOrderInUseError(
+            f"{exc.detail} Orders {', '.join(in_use or transfer_tx_ids)} are used by running job(s) "
+            f"{', '.join(j.job_id for j in running) or '(unknown)'} of {self.ctx.consumer_address}",
+            in_use_by=[j.job_id for j in running],
+            transfer_tx_ids=in_use or transfer_tx_ids,
+            status=exc.status,
+            body=exc.body,
+            operation=exc.operation,
+            hint="another run or task of this wallet is using the same paid orders; pay a new order for "
+            "the input in use (OceanComputeStartOperator does this once by itself) or wait for that job",
+        )
+
+    # -- exactly once: the recovery's matcher (backends/recovery.py) ----------------------------------
+    def find(self, attempt: StartAttempt) -> JobStatus | None:
+        """The job ``attempt`` created, matched by its orders (see :meth:`find_started_job`).
+
+        :param attempt: the attempt record.
+        """
+        return self.find_started_job(
+            attempt.transfer_tx_ids, known_job_ids=attempt.known_job_ids, started_at=attempt.started_at
+        )
+
+    def describe(self, attempt: StartAttempt) -> str:
+        """What the recovery looks for, for the log.
+
+        :param attempt: the attempt record.
+        """
+        return f"a job with agreement {attempt.transfer_tx_ids}"
+
+    def unknown_error(
+        self, attempt: StartAttempt, exc: OceanError, lookup_error: OceanError
+    ) -> OceanStartOutcomeUnknownError:
+        """The start may have created a job and the Provider could not be asked which.
+
+        :param attempt: the attempt record.
+        :param exc: the start's error.
+        :param lookup_error: why the jobs could not be listed.
+        """
+        txs = attempt.transfer_tx_ids
+        return OceanStartOutcomeUnknownError(
+            f"The start of a compute job may have succeeded ({exc}), and listing the jobs of "
+            f"{attempt.owner} failed ({lookup_error}). Orders: {', '.join(txs)}.",
+            transfer_tx_ids=txs,
+            started_at=attempt.started_at,
+            known_job_ids=attempt.known_job_ids,
+            hint="look for a job with one of these agreementIds before starting again "
+            "(OceanComputeHook.find_started_job); the start operator does it on its next try",
+        )
+
+    def jobs_with_agreements(self, transfer_tx_ids: Iterable[str]) -> list[JobStatus]:
+        """The wallet's jobs whose ``agreementId`` is one of ``transfer_tx_ids`` (oldest first).
+
+        :param transfer_tx_ids: order transaction ids.
+        """
+        wanted = {t.lower() for t in transfer_tx_ids if t}
+        return [j for j in self.list_jobs() if (j.agreement_id or "").lower() in wanted]
+
+    def find_started_job(
+        self,
+        transfer_tx_ids: Iterable[str],
+        *,
+        known_job_ids: Iterable[str] = (),
+        started_at: float | None = None,
+        clock_skew: float = START_CLOCK_SKEW,
+        start_id: str | None = None,
+    ) -> JobStatus | None:
+        """Find the job a start attempt created, by its orders (provider-v4-api.md §7 rule 12).
+
+        The Provider sends the operator the ``transferTxId`` of one input as ``agreementId`` (which one
+        depends on the fees), so a job matches when its agreementId is any of the attempt's orders, it
+        is not one of the jobs that already used them before the attempt, and it was not created
+        (Provider clock) more than ``clock_skew`` seconds before the attempt began.
+
+        :param transfer_tx_ids: every order tx the start request carried.
+        :param known_job_ids: jobs with those agreement ids that existed before the attempt.
+        :param started_at: when the attempt began (epoch seconds).
+        :param clock_skew: tolerated clock difference with the Provider, in seconds.
+        :param start_id: unused on Provider v4 (Ocean Node matches by it).
+        :return: the job (the oldest if, unexpectedly, several match), or ``None``.
+        """
+        known = set(known_job_ids)
+        matches = []
+        for job in self.jobs_with_agreements(transfer_tx_ids):
+            if job.job_id in known:
+                continue
+            created = epoch(job.date_created)
+            if started_at is not None and created is not None and created < started_at - clock_skew:
+                continue
+            matches.append(job)
+        if len(matches) > 1:
+            self.ctx.log.warning(
+                "Several jobs match one start attempt: %s; using the oldest",
+                ", ".join(j.job_id for j in matches),
+            )
+        matches.sort(key=lambda j: epoch(j.date_created) or 0.0)
+        return matches[0] if matches else None
+
+    def recent_orders(
+        self,
+        datasets: list[ComputeInput | dict[str, Any] | str],
+        algorithm: ComputeAlgorithm | dict[str, Any] | str,
+        environment: str | ComputeEnvironment | None = None,
+        *,
+        lookback_blocks: int = ORDER_LOOKBACK_BLOCKS,
+    ) -> dict[str, Any] | None:
+        """Orders this wallet paid recently for these inputs, read from the chain.
+
+        For each input (datasets, then a DID algorithm): the newest ``OrderStarted`` event of its
+        datatoken in the last ``lookback_blocks`` blocks whose consumer is the environment's address, whose
+        payer is this wallet and whose service index is the input's. Meant for a retry whose record of
+        what it paid was lost (a crash between paying and recording): pass the result as
+        ``transfer_tx_ids`` to :meth:`pay_for_compute`, where ``initializeCompute`` decides whether each
+        order is still valid; nothing is trusted from here.
+
+        :param datasets: the datasets.
+        :param algorithm: the algorithm.
+        :param environment: the environment id (default: the first free one).
+        :param lookback_blocks: how far back to look (RPC nodes often cap ``eth_getLogs`` ranges).
+        :return: ``{"datasets": [tx | None, ...], "algorithm": tx | None, "environment": id,
+            "valid_until": what their provider fees cover}``, or ``None`` when no input has such an order.
+        """
+        from airflow_provider_ocean.chain.abi import ORDER_STARTED, PROVIDER_FEE, decode_events
+
+        inputs = [ComputeInput.coerce(d) for d in datasets]
+        algo = ComputeAlgorithm.coerce(algorithm)
+        env = self.resolve_environment(environment)
+        prepared = self._prepare(inputs, algo)
+        latest = self.ctx.rpc.block_number()
+        consumer_topic = "0x" + env.consumer_address.lower().removeprefix("0x").rjust(64, "0")
+        found: list[str | None] = []
+        for orderable in prepared.orderables:
+            logs = self.ctx.rpc.get_logs(
+                {
+                    "address": orderable.datatoken,
+                    "fromBlock": hex(max(0, latest - lookback_blocks)),
+                    "toBlock": "latest",
+                    "topics": [ORDER_STARTED.topic0, consumer_topic],
+                }
+            )
+            newest = None
+            for entry in logs:  # in chain order: the last match is the newest
+                event = ORDER_STARTED.decode_log(entry)
+                if (
+                    event is not None
+                    and str(event["payer"]).lower() == self.ctx.consumer_address.lower()
+                    and int(event["serviceIndex"]) == orderable.service_index
+                ):
+                    newest = entry.get("transactionHash")
+            found.append(newest)
+        if not any(found):
+            return None
+        # What the orders' provider fees cover: asking for no more lets still-valid orders need no tx.
+        covered = []
+        for tx in filter(None, found):
+            receipt = self.ctx.rpc.get_transaction_receipt(tx) or {}
+            covered += [int(fee["validUntil"]) for fee in decode_events(PROVIDER_FEE, receipt)]
+        count = len(prepared.datasets)
+        return {
+            "datasets": found[:count],
+            "algorithm": found[count] if len(found) > count else None,
+            "environment": env.id,
+            "valid_until": min(covered) if covered else None,
+        }
+
+    # -- jobs ----------------------------------------------------------------------------------------
+    def list_jobs(self) -> list[JobStatus]:
+        """Every job of the consumer wallet on this Provider."""
+        return self.client.get_status(self.ctx.consumer_address)
+
+    def get_job_status(self, job_id: str) -> JobStatus:
+        """The status of one job of the consumer wallet.
+
+        :param job_id: the job id.
+        :raises OceanJobNotFoundError: the Provider knows no such job for this owner.
+        """
+        for job in self.client.get_status(self.ctx.consumer_address, job_id):
+            if job.job_id == job_id:
+                return job
+        raise OceanJobNotFoundError(
+            f"No job {job_id} for owner {self.ctx.consumer_address} at {self.ctx.settings.provider_url}",
+            job_id=job_id,
+        )
+
+    def stop_job(self, job_id: str) -> JobStatus | None:
+        """Request a stop (signed). The job then ends with ``stopreq == 1``.
+
+        :param job_id: the job id.
+        :return: the job's status as it was before the stop, if the Provider returned it.
+        """
+        jobs = self.client.stop_job(self.ctx.signer, job_id)
+        self.ctx.log.info("Requested stop of compute job %s", job_id)
+        return next((j for j in jobs if j.job_id == job_id), None)
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job (signed; the current operator-service treats it as a no-op).
+
+        :param job_id: the job id.
+        """
+        self.client.delete_job(self.ctx.signer, job_id)
+        self.ctx.log.info("Requested deletion of compute job %s", job_id)
+
+    def download_result(
+        self, job_id: str, index: int, destination: str | os.PathLike[str] | IO[bytes]
+    ) -> DownloadedResult:
+        """Stream one result file to a file object, a path or a directory (signed; constant memory).
+
+        :param job_id: the job id.
+        :param index: position of the file in the job's results.
+        :param destination: binary file object, file path, or existing directory.
+        """
+        return self.client.download_result(self.ctx.signer, job_id, index, destination)
