@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from airflow_provider_ocean.exceptions import OceanValidationError
 
@@ -499,46 +499,6 @@ class JobStatus:
 
 
 @dataclass
-class PaidOrder:
-    """How one input of a job is paid for.
-
-    :param role: ``dataset`` or ``algorithm``.
-    :param did: the asset DID.
-    :param service_id: the ordered service id.
-    :param transfer_tx_id: the tx to send as ``transferTxId`` (0x-prefixed).
-    :param action: ``start`` (new order), ``reuse`` (reuseOrder for a new fee) or ``valid`` (no tx).
-    :param datatoken: the service's datatoken.
-    :param provider_fee_amount: provider fee paid, in base units of ``provider_fee_token``.
-    :param provider_fee_token: the provider fee token.
-    """
-
-    role: str
-    did: str
-    service_id: str
-    transfer_tx_id: str
-    action: str
-    datatoken: str | None = None
-    provider_fee_amount: int = 0
-    provider_fee_token: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-safe dict (the fee amount as a decimal string to survive JSON)."""
-        data = asdict(self)
-        data["provider_fee_amount"] = str(self.provider_fee_amount)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PaidOrder:
-        """Inverse of :meth:`to_dict`.
-
-        :param data: the dict.
-        """
-        values = dict(data)
-        values["provider_fee_amount"] = int(values.get("provider_fee_amount") or 0)
-        return cls(**values)
-
-
-@dataclass
 class DownloadedResult:
     """What :meth:`download_result` wrote.
 
@@ -562,53 +522,3 @@ class DownloadedResult:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
         return asdict(self)
-
-
-class Orderable(NamedTuple):
-    """One input that is paid for with a datatoken order.
-
-    :param role: ``dataset`` or ``algorithm``.
-    :param did: the asset DID.
-    :param service_id: the ordered service id.
-    :param service_index: the service's position in the DDO (``serviceIndex`` of the order).
-    :param datatoken: the service's datatoken.
-    :param transfer_tx_id: an order paid earlier to offer for reuse, if any.
-    """
-
-    role: str
-    did: str
-    service_id: str
-    service_index: int
-    datatoken: str
-    transfer_tx_id: str | None = None
-
-
-@dataclass
-class StartAttempt:
-    """What a start request carried, recorded before it is sent (exactly-once recovery).
-
-    Provider v4 jobs are matched by their orders (``transfer_tx_ids``, the job's agreementId) among the
-    jobs that did not exist before (``known_job_ids``); Ocean Node jobs by ``start_id``, the tag the start
-    put into the job's metadata.
-
-    :param provider_url: the Provider or node the start went to.
-    :param owner: the consumer address.
-    :param transfer_tx_ids: every order tx the start carried.
-    :param started_at: when the attempt began (epoch seconds).
-    :param known_job_ids: jobs with those orders that existed before the attempt (Provider v4).
-    :param start_id: the start tag (Ocean Node), ``None`` on Provider v4.
-    """
-
-    provider_url: str
-    owner: str
-    transfer_tx_ids: list[str]
-    started_at: float
-    known_job_ids: list[str] = field(default_factory=list)
-    start_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-safe record handed to ``on_attempt`` (``start_id`` only when set)."""
-        data = asdict(self)
-        if self.start_id is None:
-            del data["start_id"]
-        return data

@@ -40,7 +40,7 @@ from airflow_provider_ocean.exceptions import (
     OceanPaymentError,
     OceanValidationError,
 )
-from airflow_provider_ocean.models import PaidOrder
+from airflow_provider_ocean.records import PaidOrder
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -47,14 +47,8 @@ from airflow_provider_ocean.exceptions import (
     OceanStartOutcomeUnknownError,
     OceanValidationError,
 )
-from airflow_provider_ocean.models import (
-    ComputeEnvironment,
-    ComputeInput,
-    JobStatus,
-    Orderable,
-    PaidOrder,
-    StartAttempt,
-)
+from airflow_provider_ocean.models import ComputeEnvironment, ComputeInput, JobStatus
+from airflow_provider_ocean.records import NodeTerms, Orderable, PaidOrder, Payment, StartAttempt
 
 if TYPE_CHECKING:
     import os
@@ -305,7 +299,8 @@ class OceanNodeBackend:
         previous = _previous_orders(transfer_tx_ids)
         # DID inputs: resolve services (the node needs orders to itself for paid jobs)
         orderables: list[Orderable] = []
-        entries: list[dict[str, Any]] = []
+        # raw inputs' entries; None: a DID input (its order, or its free entry, comes later)
+        entries: list[PaidOrder | None] = []
         for position, (body, item) in enumerate(zip(requests_, inputs, strict=True)):
             if item is None:
                 entries.append(_raw_entry(body))
@@ -320,8 +315,7 @@ class OceanNodeBackend:
                     "dataset", item.did, str(service["id"]), index, str(service["datatokenAddress"]), tx
                 )
             )
-            entries.append({"did": item.did, "service_id": str(service["id"])})
-        algo_entry: dict[str, Any] | None = None
+            entries.append(None)
         if algo_did:
             ddo = self.ctx.get_ddo(algo_did)
             service, index = find_service(ddo, algo_service_id, role="algorithm")
@@ -331,25 +325,21 @@ class OceanNodeBackend:
                     "algorithm", algo_did, str(service["id"]), index, str(service["datatokenAddress"]), tx
                 )
             )
-            algo_entry = {"did": algo_did, "service_id": str(service["id"])}
-        node_part: dict[str, Any] = {"free": bool(free), "options": opts, "token": env.fee_token}
-        payment: dict[str, Any] = {
-            "backend": "ocean_node",
-            "environment": env.id,
-            "consumer_address": env.consumer_address,
-            "chain_id": chain_id,
-            "valid_until": None,
-            "ocean_node": node_part,
-        }
+        terms = NodeTerms(free=bool(free), options=opts, token=env.fee_token)
+        payment = Payment(
+            environment=env.id,
+            consumer_address=env.consumer_address,
+            chain_id=chain_id,
+            valid_until=None,
+            datasets=[],
+            node=terms,
+        )
         if free:
-            payment["datasets"] = [
-                e if "action" in e else {**_did_entry(e), "action": "free"} for e in entries
-            ]
-            payment["algorithm"] = (
-                {**_did_entry(algo_entry), "role": "algorithm", "action": "free"} if algo_entry else None
-            )
+            free_orders = iter([_free_entry(o) for o in orderables])
+            payment.datasets = [e or next(free_orders) for e in entries]
+            payment.algorithm = next(free_orders) if algo_did else None
             self.ctx.log.info("Free Ocean Node job on environment %s: nothing to pay", env.id)
-            return payment
+            return payment.to_dict()
 
         if self.ctx.sender.chain_id != chain_id:
             raise OceanConfigError(
@@ -434,18 +424,14 @@ class OceanNodeBackend:
             )
         if plan.needs_transactions:
             escrow.execute(plan)
-        node_part.update(
-            {
-                "token": token,
-                "amount": str(amount),
-                "min_lock_seconds": int(quoted.get("minLockSeconds") or 0),
-                "escrow": plan.to_dict(),
-            }
-        )
+        terms.token = token
+        terms.amount = str(amount)
+        terms.min_lock_seconds = int(quoted.get("minLockSeconds") or 0)
+        terms.escrow = plan.to_dict()
         orders = iter(paid)
-        payment["datasets"] = [e if "action" in e else next(orders).to_dict() for e in entries]
-        payment["algorithm"] = next(orders).to_dict() if algo_did else None
-        return payment
+        payment.datasets = [e or next(orders) for e in entries]
+        payment.algorithm = next(orders) if algo_did else None
+        return payment.to_dict()
 
     # -- starting ----------------------------------------------------------------------------------------
     def start_compute(
@@ -471,39 +457,35 @@ class OceanNodeBackend:
         :raises OceanStartOutcomeUnknownError: the start may have created a job and the node could not be
             asked whether it did.
         """
-        if payment is None or payment.get("backend") != "ocean_node":
-            if payment is not None:
-                raise OceanValidationError("This payment was made for a Provider v4, not for an Ocean Node")
+        if payment is None:
             payment = self.pay_for_compute(datasets, algorithm, environment, **{**options, "free": True})
-        node_part = payment.get("ocean_node") or {}
-        opts = dict(node_part.get("options") or {})
-        env_id = payment.get("environment") or environment
+        paid = Payment.from_dict(payment)
+        if paid.node is None:
+            raise OceanValidationError("This payment was made for a Provider v4, not for an Ocean Node")
+        terms = paid.node
+        opts = dict(terms.options)
+        env_id = paid.environment or environment
         bodies = []
-        orders = list(payment.get("datasets") or [])
         for position, item in enumerate(datasets):
             body, parsed = node_dataset(item)
             if parsed is not None:
-                order = orders[position] if position < len(orders) else {}
-                tx = order.get("transfer_tx_id") or parsed.transfer_tx_id
-                service_id = parsed.service_id or order.get("service_id")
+                order = paid.datasets[position] if position < len(paid.datasets) else None
+                tx = (order.transfer_tx_id if order else None) or parsed.transfer_tx_id
+                service_id = parsed.service_id or (order.service_id if order else None)
                 body = dataclasses.replace(parsed, service_id=service_id).to_request(
                     transfer_tx_id=tx or None
                 )
             bodies.append(body)
         algo_body, algo_did, algo_service_id, algo_tx = node_algorithm(algorithm)
         if algo_did:
-            order = payment.get("algorithm") or {}
-            algo_body["serviceId"] = algo_service_id or order.get("service_id")
-            tx = algo_tx or order.get("transfer_tx_id")
+            algo_order = paid.algorithm
+            algo_body["serviceId"] = algo_service_id or (algo_order.service_id if algo_order else None)
+            tx = algo_tx or (algo_order.transfer_tx_id if algo_order else None)
             if tx:
                 algo_body["transferTxId"] = tx
-        txs = [
-            o.get("transfer_tx_id")
-            for o in [*orders, payment.get("algorithm") or {}]
-            if o.get("transfer_tx_id")
-        ]
+        txs = [o.transfer_tx_id for o in paid.orders if o.transfer_tx_id]
         max_job_duration = opts.get("max_job_duration")
-        if not node_part.get("free") and not max_job_duration:
+        if not terms.free and not max_job_duration:
             max_job_duration = self.resolve_environment(env_id).max_job_duration or 3600
         attempt = StartAttempt(
             provider_url=self.ctx.settings.provider_url,
@@ -524,14 +506,14 @@ class OceanNodeBackend:
             "metadata": {START_TAG_KEY: attempt.start_id},
         }
         try:
-            if node_part.get("free"):
+            if terms.free:
                 raw = self.client.start_free_compute(self.ctx.signer, **common)
             else:
                 raw = self.client.start_compute(
                     self.ctx.signer,
                     payment={
-                        "chainId": payment.get("chain_id") or self.chain_id,
-                        "token": node_part.get("token"),
+                        "chainId": paid.chain_id or self.chain_id,
+                        "token": terms.token,
                     },
                     **common,
                 )
@@ -546,7 +528,7 @@ class OceanNodeBackend:
             "Started Ocean Node job %s on %s (%s, status %s %s)",
             job.job_id,
             env_id,
-            "free" if node_part.get("free") else f"lock {(raw.get('payment') or {}).get('lockTx')}",
+            "free" if terms.free else f"lock {(raw.get('payment') or {}).get('lockTx')}",
             job.status,
             job.status_text,
         )
@@ -700,31 +682,26 @@ class OceanNodeBackend:
         return client.stream_logs(self.ctx.signer, job_id, timeout=timeout)
 
 
-def _did_entry(entry: dict[str, Any] | None) -> dict[str, Any]:
-    entry = entry or {}
-    return {
-        "role": "dataset",
-        "did": entry.get("did"),
-        "service_id": entry.get("service_id"),
-        "transfer_tx_id": "",
-        "datatoken": None,
-        "provider_fee_amount": "0",
-        "provider_fee_token": None,
-    }
+def _free_entry(orderable: Orderable) -> PaidOrder:
+    """The payment entry of a DID input of a free job: nothing is ordered."""
+    return PaidOrder(
+        role=orderable.role,
+        did=orderable.did,
+        service_id=orderable.service_id,
+        transfer_tx_id="",
+        action="free",
+    )
 
 
-def _raw_entry(body: dict[str, Any]) -> dict[str, Any]:
+def _raw_entry(body: dict[str, Any]) -> PaidOrder:
     """The payment entry of a raw (URL) dataset: nothing to order; ``did`` holds the URL for display."""
-    return {
-        "role": "dataset",
-        "did": str((body.get("fileObject") or {}).get("url") or ""),
-        "service_id": "",
-        "transfer_tx_id": "",
-        "action": "raw",
-        "datatoken": None,
-        "provider_fee_amount": "0",
-        "provider_fee_token": None,
-    }
+    return PaidOrder(
+        role="dataset",
+        did=str((body.get("fileObject") or {}).get("url") or ""),
+        service_id="",
+        transfer_tx_id="",
+        action="raw",
+    )
 
 
 def _previous_orders(previous: Any) -> dict[tuple[str, int, str], str]:

@@ -26,15 +26,8 @@ from airflow_provider_ocean.exceptions import (
     OceanValidationError,
     redact,
 )
-from airflow_provider_ocean.models import (
-    ComputeAlgorithm,
-    ComputeEnvironment,
-    ComputeInput,
-    JobStatus,
-    Orderable,
-    PaidOrder,
-    StartAttempt,
-)
+from airflow_provider_ocean.models import ComputeAlgorithm, ComputeEnvironment, ComputeInput, JobStatus
+from airflow_provider_ocean.records import Orderable, Payment, StartAttempt
 
 if TYPE_CHECKING:
     import os
@@ -363,14 +356,14 @@ class ProviderV4Backend:
             self.ctx.log.info("%s %s: %s via %s", order.role, order.did, order.action, order.transfer_tx_id)
             if order.action in ("start", "reuse"):
                 self._unstarted_orders.add(order.transfer_tx_id.lower())
-        return {
-            "environment": env.id,
-            "consumer_address": env.consumer_address,
-            "chain_id": self.chain_id,
-            "valid_until": until,
-            "datasets": [p.to_dict() for p in dataset_orders],
-            "algorithm": algorithm_orders[0].to_dict() if algorithm_orders else None,
-        }
+        return Payment(
+            environment=env.id,
+            consumer_address=env.consumer_address,
+            chain_id=self.chain_id,
+            valid_until=until,
+            datasets=dataset_orders,
+            algorithm=algorithm_orders[0] if algorithm_orders else None,
+        ).to_dict()
 
     def start_compute(
         self,
@@ -403,16 +396,18 @@ class ProviderV4Backend:
         """
         inputs = [ComputeInput.coerce(d) for d in datasets]
         algo = ComputeAlgorithm.coerce(algorithm)
-        payment = payment or {}
-        if environment and payment.get("environment") and environment != payment["environment"]:
+        paid = Payment.from_dict(payment) if payment else None
+        if paid is not None and paid.node is not None:
+            raise OceanValidationError("This payment was made for an Ocean Node, not for a Provider v4")
+        if environment and paid is not None and paid.environment and environment != paid.environment:
             raise OceanValidationError(
-                f"The payment is for environment {payment['environment']}, not {environment}: "
+                f"The payment is for environment {paid.environment}, not {environment}: "
                 "orders only validate for the environment they were paid for"
             )
-        env_id = payment.get("environment") or environment
+        env_id = (paid.environment if paid is not None else None) or environment
         if not env_id:
             env_id = self.resolve_environment(None).id
-        paid_datasets = [PaidOrder.from_dict(p) for p in payment.get("datasets") or []]
+        paid_datasets = paid.datasets if paid is not None else []
         if paid_datasets and len(paid_datasets) != len(inputs):
             raise OceanValidationError(
                 f"The payment covers {len(paid_datasets)} datasets, {len(inputs)} given"
@@ -436,8 +431,7 @@ class ProviderV4Backend:
                 dataclasses.replace(item, service_id=service_id).to_request(transfer_tx_id=tx)
             )
         if not algo.is_raw:
-            paid_algorithm = payment.get("algorithm")
-            order = PaidOrder.from_dict(paid_algorithm) if paid_algorithm else None
+            order = paid.algorithm if paid is not None else None
             tx = order.transfer_tx_id if order else algo.transfer_tx_id
             service_id = algo.service_id or (order.service_id if order else None)
             if not tx or not service_id:

@@ -24,7 +24,8 @@ from airflow_provider_ocean.exceptions import (
 if TYPE_CHECKING:
     import logging
 
-    from airflow_provider_ocean.models import JobStatus, StartAttempt
+    from airflow_provider_ocean.models import JobStatus
+    from airflow_provider_ocean.records import StartAttempt
 
 #: Looks for the job after a transport error (the request may still be processed) / after an answer.
 START_LOOKUP_ATTEMPTS = 4

@@ -20,7 +20,8 @@ from airflow_provider_ocean.exceptions import (
     OceanStartOutcomeUnknownError,
     OceanValidationError,
 )
-from airflow_provider_ocean.models import JobStatus, StartAttempt
+from airflow_provider_ocean.models import JobStatus
+from airflow_provider_ocean.records import StartAttempt
 
 LOG = logging.getLogger("tests.recovery")
 
