@@ -5,9 +5,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_ocean.exceptions import OceanValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 class Orderable(NamedTuple):
@@ -204,3 +207,43 @@ class Payment:
             algorithm=PaidOrder.from_dict(algorithm) if algorithm else None,
             node=NodeTerms.from_dict(node or {}) if data.get("backend") == "ocean_node" else None,
         )
+
+
+def unique(values: Iterable[str | None]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        if value and value not in out:
+            out.append(value)
+    return out
+
+
+def split_transfer_tx_ids(transfer_tx_ids: Any, count: int) -> tuple[list[str | None], str | None]:
+    """Normalise the accepted forms of previously paid orders into (dataset txs, algorithm tx).
+
+    Accepted: the dict returned by :meth:`OceanComputeHook.pay_for_compute`; ``{"datasets": [tx|None],
+    "algorithm": tx|None}``; a list of dataset txs; ``None``.
+    """
+    if transfer_tx_ids is None:
+        return [None] * count, None
+    if isinstance(transfer_tx_ids, list | tuple):
+        datasets_part: Any = list(transfer_tx_ids)
+        algorithm_part: Any = None
+    elif isinstance(transfer_tx_ids, dict):
+        datasets_part = transfer_tx_ids.get("datasets") or []
+        algorithm_part = transfer_tx_ids.get("algorithm")
+    else:
+        raise OceanValidationError("transfer_tx_ids must be a dict, a list or None")
+
+    def one(value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, dict):
+            value = value.get("transfer_tx_id") or value.get("transferTxId")
+            return str(value) if value else None
+        return str(value)
+
+    txs = [one(v) for v in datasets_part]
+    if len(txs) > count:
+        raise OceanValidationError(f"{len(txs)} dataset transfer tx ids given for {count} datasets")
+    txs += [None] * (count - len(txs))
+    return txs, one(algorithm_part)

@@ -12,7 +12,6 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from airflow_provider_ocean.exceptions import OceanConfigError
 
 if TYPE_CHECKING:
-    import logging
     import os
     from collections.abc import Callable, Iterable
 
@@ -25,6 +24,14 @@ if TYPE_CHECKING:
     )
     from airflow_provider_ocean.settings import OceanConnectionSettings
     from airflow_provider_ocean.signing import Signer
+
+
+class Log(Protocol):
+    """What the backends log through: a :class:`logging.Logger` or the hook's Airflow logger."""
+
+    def info(self, msg: str, *args: Any) -> None: ...
+
+    def warning(self, msg: str, *args: Any) -> None: ...
 
 
 def _mask(secret: str) -> None:
@@ -61,7 +68,7 @@ class BackendContext:
         password: Callable[[], str | None],
         auth_token: Callable[[], str | None],
         get_ddo: Callable[[str], dict[str, Any]],
-        log: logging.Logger,
+        log: Log,
         retry_limit: int = 3,
         retry_delay: float = 1.0,
     ) -> None:

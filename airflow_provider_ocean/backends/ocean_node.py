@@ -496,7 +496,7 @@ class OceanNodeBackend:
         )
         if on_attempt is not None:
             on_attempt(attempt.to_dict())
-        common = {
+        common: dict[str, Any] = {
             "environment": env_id,
             "algorithm": algo_body,
             "datasets": bodies,

@@ -27,7 +27,7 @@ from airflow_provider_ocean.exceptions import (
     redact,
 )
 from airflow_provider_ocean.models import ComputeAlgorithm, ComputeEnvironment, ComputeInput, JobStatus
-from airflow_provider_ocean.records import Orderable, Payment, StartAttempt
+from airflow_provider_ocean.records import Orderable, Payment, StartAttempt, split_transfer_tx_ids, unique
 
 if TYPE_CHECKING:
     import os
@@ -42,46 +42,6 @@ START_CLOCK_SKEW = 300.0
 #: How many blocks back :meth:`ProviderV4Backend.recent_orders` looks for orders paid by this wallet.
 ORDER_LOOKBACK_BLOCKS = 5000
 _IN_USE = "already in use for other job"
-
-
-def _unique(values: Iterable[str | None]) -> list[str]:
-    out: list[str] = []
-    for value in values:
-        if value and value not in out:
-            out.append(value)
-    return out
-
-
-def _tx_ids(transfer_tx_ids: Any, count: int) -> tuple[list[str | None], str | None]:
-    """Normalise the accepted forms of previously paid orders into (dataset txs, algorithm tx).
-
-    Accepted: the dict returned by :meth:`OceanComputeHook.pay_for_compute`; ``{"datasets": [tx|None],
-    "algorithm": tx|None}``; a list of dataset txs; ``None``.
-    """
-    if transfer_tx_ids is None:
-        return [None] * count, None
-    if isinstance(transfer_tx_ids, list | tuple):
-        datasets_part: Any = list(transfer_tx_ids)
-        algorithm_part: Any = None
-    elif isinstance(transfer_tx_ids, dict):
-        datasets_part = transfer_tx_ids.get("datasets") or []
-        algorithm_part = transfer_tx_ids.get("algorithm")
-    else:
-        raise OceanValidationError("transfer_tx_ids must be a dict, a list or None")
-
-    def one(value: Any) -> str | None:
-        if value is None or value == "":
-            return None
-        if isinstance(value, dict):
-            value = value.get("transfer_tx_id") or value.get("transferTxId")
-            return str(value) if value else None
-        return str(value)
-
-    txs = [one(v) for v in datasets_part]
-    if len(txs) > count:
-        raise OceanValidationError(f"{len(txs)} dataset transfer tx ids given for {count} datasets")
-    txs += [None] * (count - len(txs))
-    return txs, one(algorithm_part)
 
 
 @dataclasses.dataclass
@@ -194,7 +154,7 @@ class ProviderV4Backend:
             check_algorithm_ddo(algorithm_ddo, service, chain_id=self.chain_id)
             algorithm = dataclasses.replace(algorithm, service_id=str(service["id"]))
             algo_entry = Orderable(
-                "algorithm", algorithm.did, str(service["id"]), index, str(service["datatokenAddress"])
+                "algorithm", str(algorithm.did), str(service["id"]), index, str(service["datatokenAddress"])
             )
         resolved: list[ComputeInput] = []
         orderables: list[Orderable] = []
@@ -278,7 +238,7 @@ class ProviderV4Backend:
         if environment is None and isinstance(transfer_tx_ids, dict) and transfer_tx_ids.get("environment"):
             environment = str(transfer_tx_ids["environment"])  # orders are valid for their environment only
         env = self.resolve_environment(environment)
-        passed_datasets, passed_algorithm = _tx_ids(transfer_tx_ids, len(inputs))
+        passed_datasets, passed_algorithm = split_transfer_tx_ids(transfer_tx_ids, len(inputs))
         passed_datasets = [
             tx or item.transfer_tx_id for tx, item in zip(passed_datasets, inputs, strict=True)
         ]
@@ -441,7 +401,7 @@ class ProviderV4Backend:
                 )
             algo = dataclasses.replace(algo, service_id=service_id, transfer_tx_id=tx)
         algorithm_body = algo.to_start_request()
-        transfer_tx_ids = _unique(
+        transfer_tx_ids = unique(
             [b.get("transferTxId") for b in dataset_bodies] + [algorithm_body.get("transferTxId")]
         )
         # Jobs already using these orders (one order may start many jobs one after the other): a job
@@ -483,7 +443,7 @@ class ProviderV4Backend:
             running = [j for j in self.jobs_with_agreements(transfer_tx_ids) if not j.is_terminal]
         except OceanError:
             running = []
-        in_use = _unique(j.agreement_id for j in running)
+        in_use = unique(j.agreement_id for j in running)
         return OceanOrderInUseError(
             f"{exc.detail} Orders {', '.join(in_use or transfer_tx_ids)} are used by running job(s) "
             f"{', '.join(j.job_id for j in running) or '(unknown)'} of {self.ctx.consumer_address}",

@@ -22,8 +22,7 @@ from airflow_provider_ocean.exceptions import (
 )
 
 if TYPE_CHECKING:
-    import logging
-
+    from airflow_provider_ocean.backends.base import Log
     from airflow_provider_ocean.models import JobStatus
     from airflow_provider_ocean.records import StartAttempt
 
@@ -79,7 +78,7 @@ def epoch(value: Any) -> float | None:
 
 
 def resolve_unknown_start(
-    exc: OceanError, attempt: StartAttempt, matcher: StartMatcher, log: logging.Logger
+    exc: OceanError, attempt: StartAttempt, matcher: StartMatcher, log: Log
 ) -> JobStatus:
     """Look for the job of a start whose outcome is unknown.
 

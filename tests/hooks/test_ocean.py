@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ocean.backends.provider_v4 import ProviderV4Backend, _tx_ids
+from airflow_provider_ocean.backends.provider_v4 import ProviderV4Backend
 from airflow_provider_ocean.exceptions import (
     OceanConfigError,
     OceanJobNotFoundError,
@@ -25,6 +25,7 @@ from airflow_provider_ocean.exceptions import (
 from airflow_provider_ocean.get_provider_info import CONN_FIELDS, get_provider_info
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook, OceanConnectionSettings
 from airflow_provider_ocean.models import ComputeEnvironment
+from airflow_provider_ocean.records import split_transfer_tx_ids as _tx_ids
 from tests.test_provider_v4 import (
     ADDRESS,
     ALGO_DID,
