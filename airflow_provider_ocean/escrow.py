@@ -25,6 +25,20 @@ from eth_utils import to_checksum_address
 
 from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain.errors import ChainError, TransactionRevertedError
+from airflow_provider_ocean.chain.escrow_abi import (
+    AUTH_EVENT,
+    AUTH_EVENT_V2,
+    AUTH_TYPE,
+    DEPOSIT_EVENT,
+    ESCROW_AUTHORIZE,
+    ESCROW_DEPOSIT,
+    ESCROW_GET_AUTHORIZATIONS,
+    ESCROW_GET_LOCKS,
+    ESCROW_GET_USER_FUNDS,
+    ESCROW_WITHDRAW,
+    FUNDS_TYPE,
+    LOCK_TYPE,
+)
 from airflow_provider_ocean.chain.tx import call_function
 from airflow_provider_ocean.exceptions import (
     OceanConnectionError,
@@ -42,54 +56,6 @@ log = logging.getLogger(__name__)
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
-# Canonical signatures (checked against the ocean-contracts artifact ABI in the tests).
-ESCROW_DEPOSIT = "deposit(address,uint256)"
-ESCROW_WITHDRAW = "withdraw(address[],uint256[])"
-ESCROW_AUTHORIZE = "authorize(address,address,uint256,uint256,uint256)"
-ESCROW_GET_USER_FUNDS = "getUserFunds(address,address)"
-ESCROW_GET_AUTHORIZATIONS = "getAuthorizations(address,address,address)"
-ESCROW_GET_LOCKS = "getLocks(address,address,address)"
-ESCROW_CREATE_LOCK = "createLock(uint256,address,address,uint256,uint256)"
-#: ocean-contracts 3.1.0 (the deployed artifact) adds ``jobType`` and ``subsidyProviders`` to claims.
-ESCROW_CLAIM_LOCK_AND_WITHDRAW = (
-    "claimLockAndWithdraw(uint256,address,address,uint256,bytes,uint256,address[])"
-)
-ESCROW_CANCEL_EXPIRED_LOCK = "cancelExpiredLock(uint256,address,address,address)"
-FUNDS_TYPE = "(uint256,uint256)"
-AUTH_TYPE = "(address,uint256,uint256,uint256,uint256,uint256)[]"
-#: ``lock`` struct of ocean-contracts 3.1.0: jobId, payer, amount, expiry, token, startTime.
-LOCK_TYPE = "(uint256,address,uint256,uint256,address,uint256)[]"
-
-# Events. ``Auth`` gained an unindexed ``token`` in ocean-contracts 3.1.0; the reference's 5-argument
-# signature is that of earlier releases. Both are decoded.
-DEPOSIT_EVENT = abi.EventAbi(
-    "Deposit(address,address,uint256)", ("payer", "token", "amount"), (True, False, False)
-)
-AUTH_EVENT = abi.EventAbi(
-    "Auth(address,address,address,uint256,uint256,uint256)",
-    ("payer", "payee", "token", "maxLockedAmount", "maxLockSeconds", "maxLockCounts"),
-    (True, True, False, False, False, False),
-)
-AUTH_EVENT_V2 = abi.EventAbi(
-    "Auth(address,address,uint256,uint256,uint256)",
-    ("payer", "payee", "maxLockedAmount", "maxLockSeconds", "maxLockCounts"),
-    (True, True, False, False, False),
-)
-LOCK_EVENT = abi.EventAbi(
-    "Lock(address,address,uint256,uint256,uint256,address)",
-    ("payer", "payee", "jobId", "amount", "expiry", "token"),
-    (False, False, False, False, False, False),
-)
-CLAIMED_EVENT = abi.EventAbi(
-    "Claimed(address,uint256,address,address,uint256,bytes)",
-    ("payee", "jobId", "token", "payer", "amount", "proof"),
-    (True, False, False, True, False, False),
-)
-CANCELED_EVENT = abi.EventAbi(
-    "Canceled(address,uint256,address,address,uint256)",
-    ("payee", "jobId", "token", "payer", "amount"),
-    (True, False, False, True, False),
-)
 #: Gas budgeted per transaction for the native-balance check when an estimate is not possible yet.
 GAS_FALLBACK = {"approve": 100_000, "deposit": 150_000, "authorize": 150_000}
 

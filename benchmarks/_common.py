@@ -53,9 +53,9 @@ def sandbox(**kwargs: Any) -> Iterator[dict[str, Any]]:
 
     Sets ``AIRFLOW_CONN_OCEAN_DEFAULT`` to the consumer's connection while it runs.
 
-    :param kwargs: passed to :class:`~airflow_provider_ocean.sandbox.runtime.Sandbox`.
+    :param kwargs: passed to :class:`~ocean_sandbox.runtime.Sandbox`.
     """
-    from airflow_provider_ocean.sandbox.runtime import Sandbox
+    from ocean_sandbox.runtime import Sandbox
 
     kwargs.setdefault("receipt_timeout", 5.0)
     # A terminated benchmark still stops its sandbox: SIGTERM unwinds like Ctrl-C (finally blocks run).

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print every run")
     args = parser.parse_args(argv)
 
-    from airflow_provider_ocean.sandbox.runtime import Sandbox
+    from ocean_sandbox.runtime import Sandbox
     from tests.faults import scenarios
 
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]

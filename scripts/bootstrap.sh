@@ -11,13 +11,14 @@ if [ -z "$PY" ]; then
   done
 fi
 [ -n "$PY" ] || { echo "bootstrap: no python3 found" >&2; exit 1; }
-stamp_src=$(cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)
+stamp_src=$(cat pyproject.toml sandbox/pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)
 if [ -f "$VENV/.bootstrap-stamp" ] && [ "$(cat "$VENV/.bootstrap-stamp")" = "$stamp_src" ]; then
   exit 0
 fi
 echo "bootstrap: creating $VENV with $($PY --version)" >&2
 "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3" >&2
+# the provider and the sandbox (its own distribution in sandbox/), both editable
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -c requirements/constraints.txt -e ".[sandbox,tests]" >&2
+  -c requirements/constraints.txt -e ".[tests]" -e "./sandbox" >&2
 echo "$stamp_src" > "$VENV/.bootstrap-stamp"

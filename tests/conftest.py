@@ -25,7 +25,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ.pop("AIRFLOW_CONN_OCEAN_DEFAULT", None)
 
-from airflow_provider_ocean.sandbox.runtime import Sandbox  # noqa: E402
+from ocean_sandbox.runtime import Sandbox  # noqa: E402
 
 
 @pytest.fixture(scope="session")

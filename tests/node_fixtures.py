@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_ocean.sandbox.runtime import Sandbox
+from ocean_sandbox.runtime import Sandbox
 
 NODE_TEST_RATE_LIMIT = 100_000
 NODE_TEST_CLAIM_INTERVAL = 1.0

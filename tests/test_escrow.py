@@ -15,6 +15,7 @@ from eth_utils import keccak
 
 from airflow_provider_ocean import escrow as esc
 from airflow_provider_ocean.chain import abi
+from airflow_provider_ocean.chain import escrow_abi as ea
 from airflow_provider_ocean.chain.rpc import JsonRpcClient
 from airflow_provider_ocean.chain.tx import TransactionSender
 from airflow_provider_ocean.exceptions import OceanFeeCapError, OceanInsufficientFundsError
@@ -25,12 +26,12 @@ pytestmark = pytest.mark.chain
 ONE = 10**18
 # ocean-node-api.md §7 (selectors and topics recomputed by the reference)
 REFERENCE_SELECTORS = {
-    esc.ESCROW_DEPOSIT: "0x47e7ef24",
-    esc.ESCROW_AUTHORIZE: "0x15fac1cc",
-    esc.ESCROW_GET_USER_FUNDS: "0x3a8ae44f",
-    esc.ESCROW_GET_AUTHORIZATIONS: "0xdc697a5a",
-    esc.ESCROW_GET_LOCKS: "0x7d3d2336",
-    esc.ESCROW_WITHDRAW: "0xde6d6d96",
+    ea.ESCROW_DEPOSIT: "0x47e7ef24",
+    ea.ESCROW_AUTHORIZE: "0x15fac1cc",
+    ea.ESCROW_GET_USER_FUNDS: "0x3a8ae44f",
+    ea.ESCROW_GET_AUTHORIZATIONS: "0xdc697a5a",
+    ea.ESCROW_GET_LOCKS: "0x7d3d2336",
+    ea.ESCROW_WITHDRAW: "0xde6d6d96",
 }
 REFERENCE_TOPICS = {
     "Deposit": "0x5548c837ab068cf56a2c2479df0882a4922fd203edb7517321831d95078c5f62",
@@ -63,26 +64,24 @@ def test_selectors_and_topics_match_the_escrow_artifact() -> None:
     for signature, selector in REFERENCE_SELECTORS.items():
         assert signature in signatures, signature
         assert "0x" + abi.selector(signature).hex() == selector
-    for call in (esc.ESCROW_CREATE_LOCK, esc.ESCROW_CLAIM_LOCK_AND_WITHDRAW, esc.ESCROW_CANCEL_EXPIRED_LOCK):
+    for call in (ea.ESCROW_CREATE_LOCK, ea.ESCROW_CLAIM_LOCK_AND_WITHDRAW, ea.ESCROW_CANCEL_EXPIRED_LOCK):
         assert call in signatures, call
     # outputs decoded by the module
-    outputs = {
-        name: signatures[name]["outputs"] for name in (esc.ESCROW_GET_USER_FUNDS, esc.ESCROW_GET_LOCKS)
-    }
-    assert _canonical(outputs[esc.ESCROW_GET_USER_FUNDS][0]) == esc.FUNDS_TYPE
-    assert _canonical(outputs[esc.ESCROW_GET_LOCKS][0]) == esc.LOCK_TYPE
-    auth_out = signatures[esc.ESCROW_GET_AUTHORIZATIONS]["outputs"][0]
-    assert _canonical(auth_out) == esc.AUTH_TYPE
-    for event in (esc.DEPOSIT_EVENT, esc.LOCK_EVENT, esc.CLAIMED_EVENT, esc.CANCELED_EVENT, esc.AUTH_EVENT):
+    outputs = {name: signatures[name]["outputs"] for name in (ea.ESCROW_GET_USER_FUNDS, ea.ESCROW_GET_LOCKS)}
+    assert _canonical(outputs[ea.ESCROW_GET_USER_FUNDS][0]) == ea.FUNDS_TYPE
+    assert _canonical(outputs[ea.ESCROW_GET_LOCKS][0]) == ea.LOCK_TYPE
+    auth_out = signatures[ea.ESCROW_GET_AUTHORIZATIONS]["outputs"][0]
+    assert _canonical(auth_out) == ea.AUTH_TYPE
+    for event in (ea.DEPOSIT_EVENT, ea.LOCK_EVENT, ea.CLAIMED_EVENT, ea.CANCELED_EVENT, ea.AUTH_EVENT):
         entry = signatures[event.signature]
         assert tuple(p["indexed"] for p in entry["inputs"]) == event.indexed
         assert tuple(p["name"] for p in entry["inputs"]) == event.names
         if event.name != "Auth":
             assert event.topic0 == REFERENCE_TOPICS[event.name]
     # ocean-contracts 3.1.0 added `token` to Auth: the reference's topic is that of the 5-argument event
-    assert esc.AUTH_EVENT_V2.topic0 == REFERENCE_TOPICS["Auth"]
-    assert esc.AUTH_EVENT_V2.signature not in signatures
-    assert esc.AUTH_EVENT.topic0 == "0x" + keccak(text=esc.AUTH_EVENT.signature).hex()
+    assert ea.AUTH_EVENT_V2.topic0 == REFERENCE_TOPICS["Auth"]
+    assert ea.AUTH_EVENT_V2.signature not in signatures
+    assert ea.AUTH_EVENT.topic0 == "0x" + keccak(text=ea.AUTH_EVENT.signature).hex()
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +117,7 @@ def test_first_job_deposits_approves_and_authorizes(
     assert oc.balance_of(lab.chain, ocean, user.address) == 97 * ONE
     # the Auth event of the deployed contract carries the token
     receipt = lab.chain.receipt(plan.transactions["authorize"])
-    (event,) = abi.decode_events(esc.AUTH_EVENT, receipt)
+    (event,) = abi.decode_events(ea.AUTH_EVENT, receipt)
     assert event["token"] == ocean
     assert event["payer"] == user.address
 
@@ -156,7 +155,7 @@ def test_limits_account_for_existing_locks(sandbox: dict[str, Any], lab: oc.Lab,
             node.key,
             sandbox["addresses"]["Escrow"],
             abi.encode_call(
-                esc.ESCROW_CREATE_LOCK, esc.job_id_hash("job-1"), ocean, user.address, 4 * ONE, 3600
+                ea.ESCROW_CREATE_LOCK, esc.job_id_hash("job-1"), ocean, user.address, 4 * ONE, 3600
             ),
         )
     )

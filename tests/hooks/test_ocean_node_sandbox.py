@@ -21,7 +21,7 @@ from airflow_provider_ocean.models import JobStatus
 pytestmark = pytest.mark.chain
 
 ONE = 10**18
-SAMPLE = "airflow_provider_ocean/sandbox/data/sample_algorithm.py"
+SAMPLE = "sandbox/ocean_sandbox/data/sample_algorithm.py"
 
 
 @pytest.fixture

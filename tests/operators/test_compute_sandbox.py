@@ -49,7 +49,7 @@ pytestmark = pytest.mark.chain
 
 TX_RE = re.compile(r"^0x[0-9a-f]{64}$")
 TRIGGER_CLASSPATH = "airflow_provider_ocean.triggers.ocean.OceanComputeJobTrigger"
-SAMPLE = Path(__file__).parents[2] / "airflow_provider_ocean" / "sandbox" / "data" / "sample_algorithm.py"
+SAMPLE = Path(__file__).parents[2] / "sandbox" / "ocean_sandbox" / "data" / "sample_algorithm.py"
 ONE = 10**18
 START_XCOM_KEYS = {
     "return_value",

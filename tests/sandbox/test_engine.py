@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ocean.sandbox.engine import JobEngine, OperatorError
+from ocean_sandbox.engine import JobEngine, OperatorError
 
 OWNER = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
 DID_A = "did:op:" + "a1" * 32

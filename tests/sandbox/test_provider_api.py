@@ -24,7 +24,7 @@ from tests.sandbox import ocean_client as oc
 
 pytestmark = pytest.mark.chain
 
-WEATHER = Path(__file__).parents[2] / "airflow_provider_ocean" / "sandbox" / "data" / "weather.csv"
+WEATHER = Path(__file__).parents[2] / "sandbox" / "ocean_sandbox" / "data" / "weather.csv"
 STATUS_KEYS = {
     "agreementId",
     "jobId",

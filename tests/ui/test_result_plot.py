@@ -18,7 +18,7 @@ import pytest
 
 from tests.ui.support import decode_png
 
-DATA = Path(__file__).resolve().parents[2] / "airflow_provider_ocean" / "sandbox" / "data"
+DATA = Path(__file__).resolve().parents[2] / "sandbox" / "ocean_sandbox" / "data"
 ALGORITHM = DATA / "sample_algorithm.py"
 # The bar colour (76, 132, 196) and whisker colour (200, 60, 40) of the chart.
 BAR = bytes((76, 132, 196))

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_ocean.sandbox.engine import JobEngine, _append_line, _killpg
+from ocean_sandbox.engine import JobEngine, _append_line, _killpg
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from airflow_provider_ocean.sandbox.engine import _Run
+    from ocean_sandbox.engine import _Run
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The sandbox's Provider v4: route logic and checks, written to answer like Ocean Provider v2.1.6.
 
-The HTTP framing lives in :mod:`airflow_provider_ocean.sandbox.server`; this module turns a parsed
+The HTTP framing lives in :mod:`ocean_sandbox.server`; this module turns a parsed
 request into a :class:`Response`. See ``shared/reference/provider-v4-api.md`` for the behaviour imitated.
 """
 
@@ -21,19 +21,19 @@ import requests
 
 from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain.tx import call_function
-from airflow_provider_ocean.sandbox import validation
-from airflow_provider_ocean.sandbox.crypto import recover_request_signer, sign_provider_fee
-from airflow_provider_ocean.sandbox.engine import OperatorError
-from airflow_provider_ocean.sandbox.nonces import DuplicateNonceError
-from airflow_provider_ocean.sandbox.orders import OrderInvalidError
+from ocean_sandbox import validation
+from ocean_sandbox.crypto import recover_request_signer, sign_provider_fee
+from ocean_sandbox.engine import OperatorError
+from ocean_sandbox.nonces import DuplicateNonceError
+from ocean_sandbox.orders import OrderInvalidError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
-    from airflow_provider_ocean.sandbox.engine import JobEngine
-    from airflow_provider_ocean.sandbox.nonces import NonceStore
-    from airflow_provider_ocean.sandbox.orders import OrderValidator
+    from ocean_sandbox.engine import JobEngine
+    from ocean_sandbox.nonces import NonceStore
+    from ocean_sandbox.orders import OrderValidator
 
 log = logging.getLogger(__name__)
 

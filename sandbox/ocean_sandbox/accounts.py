@@ -10,7 +10,7 @@ from functools import cache
 
 from eth_account import Account
 
-from airflow_provider_ocean.sandbox.ganache import MNEMONIC
+from ocean_sandbox.ganache import MNEMONIC
 
 Account.enable_unaudited_hdwallet_features()
 

@@ -47,8 +47,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from airflow_provider_ocean.sandbox.provider import Response
-from airflow_provider_ocean.sandbox.server import DDO_ROUTE, FILE_ROUTE
+from ocean_sandbox.provider import Response
+from ocean_sandbox.server import DDO_ROUTE, FILE_ROUTE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,9 +56,9 @@ if TYPE_CHECKING:
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
     from airflow_provider_ocean.chain.tx import TransactionSender
-    from airflow_provider_ocean.sandbox.node_engine import NodeJobEngine
-    from airflow_provider_ocean.sandbox.orders import OrderValidator
-    from airflow_provider_ocean.sandbox.provider import ProviderApp
+    from ocean_sandbox.node_engine import NodeJobEngine
+    from ocean_sandbox.orders import OrderValidator
+    from ocean_sandbox.provider import ProviderApp
 
 log = logging.getLogger(__name__)
 
@@ -632,7 +632,7 @@ class NodeApp:
     def _validate_paid_order(
         self, elem: dict[str, Any], ddo: dict[str, Any], service: dict[str, Any]
     ) -> None:
-        from airflow_provider_ocean.sandbox.orders import OrderInvalidError
+        from ocean_sandbox.orders import OrderInvalidError
 
         tx = elem.get("transferTxId")
         if not tx:
@@ -964,14 +964,14 @@ class NodeApp:
         """escrow.createLock: the node's checks (exact texts), then ``createLock`` from the node's key."""
         from airflow_provider_ocean.chain import abi
         from airflow_provider_ocean.chain.errors import ChainError
-        from airflow_provider_ocean.chain.tx import call_function
-        from airflow_provider_ocean.escrow import (
+        from airflow_provider_ocean.chain.escrow_abi import (
             AUTH_TYPE,
             ESCROW_CREATE_LOCK,
             ESCROW_GET_AUTHORIZATIONS,
             ESCROW_GET_USER_FUNDS,
             FUNDS_TYPE,
         )
+        from airflow_provider_ocean.chain.tx import call_function
 
         escrow = self.config.escrow
         node = self.config.node_address
@@ -1270,7 +1270,7 @@ class NodeApp:
         self, job: dict[str, Any], facts: dict[str, Any], status: int, payment: dict[str, Any]
     ) -> dict[str, Any]:
         from airflow_provider_ocean.chain import abi
-        from airflow_provider_ocean.escrow import ESCROW_CLAIM_LOCK_AND_WITHDRAW
+        from airflow_provider_ocean.chain.escrow_abi import ESCROW_CLAIM_LOCK_AND_WITHDRAW
 
         env = self.environment(job["environment"]) or {"minJobDuration": 0}
         token = str(payment["token"])
@@ -1503,10 +1503,10 @@ def build_node_app(state_dir: Path, state: dict[str, Any]) -> tuple[NodeApp, Nod
     """Build the node app and its job runtime from the sandbox state (``api == "node"``)."""
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
     from airflow_provider_ocean.chain.tx import TransactionSender
-    from airflow_provider_ocean.sandbox.access import AuthTokens
-    from airflow_provider_ocean.sandbox.node_engine import NodeJobEngine, url_basename
-    from airflow_provider_ocean.sandbox.orders import OrderValidator
-    from airflow_provider_ocean.sandbox.provider import ProviderApp, ProviderConfig
+    from ocean_sandbox.access import AuthTokens
+    from ocean_sandbox.node_engine import NodeJobEngine, url_basename
+    from ocean_sandbox.orders import OrderValidator
+    from ocean_sandbox.provider import ProviderApp, ProviderConfig
 
     node = state["node"]
     config = NodeConfig(

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain.abi import encode_call
-from airflow_provider_ocean.sandbox.contracts import CALL_GAS, ZERO
-from airflow_provider_ocean.sandbox.crypto import did_for
+from ocean_sandbox.contracts import CALL_GAS, ZERO
+from ocean_sandbox.crypto import did_for
 
 if TYPE_CHECKING:
     from airflow_provider_ocean.chain.tx import TransactionSender

@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
-from airflow_provider_ocean.sandbox import accounts, ganache
-from airflow_provider_ocean.sandbox.state import load_state, save_state
+from ocean_sandbox import accounts, ganache
+from ocean_sandbox.state import load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Sandbox:
         """Start (or resume) everything; idempotent. Returns :meth:`info`."""
         from airflow_provider_ocean.chain.rpc import JsonRpcClient
         from airflow_provider_ocean.chain.tx import TransactionSender
-        from airflow_provider_ocean.sandbox import contracts, publish
+        from ocean_sandbox import contracts, publish
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state = self._state()
@@ -249,7 +249,7 @@ class Sandbox:
         previous_api = state.get("api", "provider")
         state["api"] = self.api or previous_api
         if state["api"] == "node":
-            from airflow_provider_ocean.sandbox.node_api import DEFAULT_RATE_LIMIT, node_environments
+            from ocean_sandbox.node_api import DEFAULT_RATE_LIMIT, node_environments
 
             node = state.get("node") or {}
             state["node"] = {
@@ -278,7 +278,7 @@ class Sandbox:
                 [
                     sys.executable,
                     "-m",
-                    "airflow_provider_ocean.sandbox.server",
+                    "ocean_sandbox.server",
                     "--state-dir",
                     str(self.state_dir),
                 ],

@@ -1,6 +1,6 @@
 """HTTP framing of the sandbox: Provider v4 routes, the Aquarius DDO route, sample files, admin.
 
-Run as ``python -m airflow_provider_ocean.sandbox.server --state-dir DIR`` (``ocean-sandbox up`` does it).
+Run as ``python -m ocean_sandbox.server --state-dir DIR`` (``ocean-sandbox up`` does it).
 Binds to 127.0.0.1 only.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from airflow_provider_ocean.sandbox.provider import Response, strip_urls
+from ocean_sandbox.provider import Response, strip_urls
 
 if TYPE_CHECKING:
-    from airflow_provider_ocean.sandbox.provider import ProviderApp
+    from ocean_sandbox.provider import ProviderApp
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, port: int, app: ProviderApp) -> None:
-        from airflow_provider_ocean.sandbox.access import AccessRoutes, AuthTokens
+        from ocean_sandbox.access import AccessRoutes, AuthTokens
 
         super().__init__(("127.0.0.1", port), SandboxHandler)
         self.app = app
@@ -218,11 +218,11 @@ class SandboxHTTPServer(ThreadingHTTPServer):
 def build_app(state_dir: Path):
     """Build the Provider app and its engine from the sandbox state written by ``ocean-sandbox up``."""
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
-    from airflow_provider_ocean.sandbox.engine import JobEngine
-    from airflow_provider_ocean.sandbox.nonces import NonceStore
-    from airflow_provider_ocean.sandbox.orders import OrderValidator
-    from airflow_provider_ocean.sandbox.provider import ProviderApp, ProviderConfig
-    from airflow_provider_ocean.sandbox.state import load_state
+    from ocean_sandbox.engine import JobEngine
+    from ocean_sandbox.nonces import NonceStore
+    from ocean_sandbox.orders import OrderValidator
+    from ocean_sandbox.provider import ProviderApp, ProviderConfig
+    from ocean_sandbox.state import load_state
 
     state = load_state(state_dir)
     config = ProviderConfig(
@@ -258,11 +258,11 @@ def build_app(state_dir: Path):
 
 def serve(state_dir: Path) -> None:
     """Run the sandbox server in the foreground until SIGTERM/SIGINT."""
-    from airflow_provider_ocean.sandbox.state import load_state
+    from ocean_sandbox.state import load_state
 
     node_state = load_state(state_dir)
     if node_state.get("api") == "node":  # the Ocean Node personality (ocean-sandbox up --api node)
-        from airflow_provider_ocean.sandbox.node_api import serve_node
+        from ocean_sandbox.node_api import serve_node
 
         serve_node(state_dir, node_state)
         return

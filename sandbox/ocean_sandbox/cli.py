@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from airflow_provider_ocean.sandbox.runtime import Sandbox
-from airflow_provider_ocean.sandbox.state import default_state_dir
+from ocean_sandbox.runtime import Sandbox
+from ocean_sandbox.state import default_state_dir
 
 
 def _print_info(info: dict) -> None:

@@ -11,7 +11,7 @@ from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain.errors import ChainError
 from airflow_provider_ocean.chain.rpc import from_hex
 from airflow_provider_ocean.chain.tx import call_function
-from airflow_provider_ocean.sandbox.crypto import verify_provider_fee
+from ocean_sandbox.crypto import verify_provider_fee
 
 if TYPE_CHECKING:
     from airflow_provider_ocean.chain.rpc import JsonRpcClient

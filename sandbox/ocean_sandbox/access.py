@@ -14,14 +14,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_ocean.sandbox import validation
-from airflow_provider_ocean.sandbox.orders import OrderInvalidError
-from airflow_provider_ocean.sandbox.provider import Response, error_response, validation_error
+from ocean_sandbox import validation
+from ocean_sandbox.orders import OrderInvalidError
+from ocean_sandbox.provider import Response, error_response, validation_error
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from airflow_provider_ocean.sandbox.provider import ProviderApp
+    from ocean_sandbox.provider import ProviderApp
 
 CREATE_TOKEN_RULES = {
     "address": ["bail", "required"],
