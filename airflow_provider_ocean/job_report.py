@@ -62,12 +62,10 @@ def describe(job: JobStatus) -> str:
 
 def failure_details(hook: OceanComputeHook, job: JobStatus) -> str:
     """What went wrong, with the algorithm log tail (or the configure log for provisioning failures)."""
-    from airflow_provider_ocean.models import FAILED_STATUSES
-
     lines = [describe(job)]
     # configrationLog (sic): Provider v4; configurationLog: Ocean Node
     provisioning = ("configrationLog", "configurationLog", "algorithmLog")
-    kinds = provisioning if job.status in FAILED_STATUSES else ("algorithmLog",)
+    kinds = provisioning if job.is_provisioning_failure else ("algorithmLog",)
     for kind in kinds:
         tail = log_tail(hook, job, kind)
         if tail:

@@ -7,19 +7,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_provider_ocean.exceptions import OceanValidationError
+from airflow_provider_ocean.status import V4Status
 
-# Job status codes of the operator-engine (provider-v4-api.md §8).
-STATUS_WARMING_UP = 1
-STATUS_CONFIGURING_VOLUMES = 20
-STATUS_PROVISIONING_SUCCESS = 30
-STATUS_DATA_PROVISIONING_FAILED = 31
-STATUS_ALGORITHM_PROVISIONING_FAILED = 32
-STATUS_RUNNING = 40
-STATUS_FILTERING = 50
-STATUS_PUBLISHING = 60
-STATUS_FINISHED = 70
-FAILED_STATUSES = frozenset({STATUS_DATA_PROVISIONING_FAILED, STATUS_ALGORITHM_PROVISIONING_FAILED})
-
+# ``stopreq`` of a job status: none, stop requested, killed at the maximum duration.
 STOPREQ_NONE = 0
 STOPREQ_STOPPED = 1
 STOPREQ_TIMED_OUT = 2
@@ -447,15 +437,21 @@ class JobStatus:
     def is_succeeded(self) -> bool:
         """True when the pipeline finished (70) and nobody stopped it. The algorithm's exit code is not
         reflected: inspect the algorithm log for that."""
-        return self.is_terminal and self.status == STATUS_FINISHED and self.stopreq == STOPREQ_NONE
+        return self.is_terminal and self.status == V4Status.FINISHED and self.stopreq == STOPREQ_NONE
 
     @property
     def is_failed(self) -> bool:
         """True for provisioning failures (31/32) and any other terminal state that is neither a success,
         a stop nor a timeout."""
-        if self.status in FAILED_STATUSES:
+        if self.is_provisioning_failure:
             return True
         return self.is_terminal and not (self.is_succeeded or self.is_stopped or self.is_timed_out)
+
+    @property
+    def is_provisioning_failure(self) -> bool:
+        """True when the data or the algorithm could not be provisioned (31/32, the same codes on Provider v4
+        and Ocean Node): the algorithm never ran."""
+        return self.status in (V4Status.DATA_PROVISIONING_FAILED, V4Status.ALGORITHM_PROVISIONING_FAILED)
 
     @property
     def is_stopped(self) -> bool:
@@ -476,7 +472,7 @@ class JobStatus:
             return "stopped"
         if self.is_succeeded:
             return "succeeded"
-        if self.is_terminal or self.status in FAILED_STATUSES:
+        if self.is_terminal or self.is_provisioning_failure:
             return "failed"
         return "running"
 
