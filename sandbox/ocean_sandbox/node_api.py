@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ocean_sandbox.provider import Response
-from ocean_sandbox.server import DDO_ROUTE, FILE_ROUTE
+from ocean_sandbox.routes import DDO_ROUTE, FILE_ROUTE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

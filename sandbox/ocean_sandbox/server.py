@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ocean_sandbox.provider import Response, strip_urls
+from ocean_sandbox.routes import DDO_ROUTE, FILE_ROUTE
 
 if TYPE_CHECKING:
     from ocean_sandbox.provider import ProviderApp
@@ -32,8 +32,6 @@ NOT_FOUND = (
 )
 NOT_ALLOWED = "405 Method Not Allowed: The method is not allowed for the requested URL."
 BAD_JSON = "400 Bad Request: The browser (or proxy) sent a request that this server could not understand."
-DDO_ROUTE = re.compile(r"^/api/aquarius/assets/ddo/(?P<did>[^/]+)$")
-FILE_ROUTE = re.compile(r"^/sandbox/files/(?P<name>[A-Za-z0-9._-]+)$")
 CHUNK = 1024 * 1024
 
 
