@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_ocean.hooks.ocean import OceanComputeHook
     from airflow_provider_ocean.models import DownloadedResult, ResultFile
-    from airflow_provider_ocean.ocean_node import OceanNodeClient
+    from airflow_provider_ocean.wire.ocean_node import OceanNodeClient
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class OceanNodeBackend:
         return self._new_client()
 
     def _new_client(self) -> OceanNodeClient:
-        from airflow_provider_ocean.ocean_node import OceanNodeClient
+        from airflow_provider_ocean.wire.ocean_node import OceanNodeClient
 
         settings = self.hook.settings
         extras = self.hook._connection.extra_dejson or {}
@@ -522,7 +522,7 @@ class OceanNodeBackend:
             if not _outcome_unknown(exc):
                 raise
             return self._resolve_unknown_start(exc, attempt)
-        from airflow_provider_ocean.node_models import job_status_from_node
+        from airflow_provider_ocean.wire.node_payloads import job_status_from_node
 
         job = job_status_from_node(raw, job_id=raw["jobId"])
         self.hook.log.info(
@@ -581,7 +581,7 @@ class OceanNodeBackend:
         """
         if not start_id:
             return None
-        from airflow_provider_ocean.node_models import job_status_from_node
+        from airflow_provider_ocean.wire.node_payloads import job_status_from_node
 
         matches = [
             entry
@@ -607,7 +607,7 @@ class OceanNodeBackend:
         return job
 
     def stop_job(self, job_id: str) -> JobStatus | None:
-        from airflow_provider_ocean.node_models import job_status_from_node, split_job_id
+        from airflow_provider_ocean.wire.node_payloads import job_status_from_node, split_job_id
 
         entries = self.client.stop_job(self.hook.signer, job_id)
         self.hook.log.info("Requested stop of Ocean Node job %s", job_id)

@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from airflow_provider_ocean.chain.tx import TransactionSender
     from airflow_provider_ocean.hooks.node_backend import OceanNodeBackend
     from airflow_provider_ocean.models import DownloadedResult, ResultFile
-    from airflow_provider_ocean.provider_v4 import ProviderV4Client
     from airflow_provider_ocean.signing import Signer
+    from airflow_provider_ocean.wire.provider_v4 import ProviderV4Client
 
 CONN_FIELDS = ("rpc_url", "chain_id", "aquarius_url", "backend", "timeout", "verify_ssl")
 SUPPORTED_BACKENDS = (None, "", "auto", "provider_v4", "ocean_node")
@@ -354,7 +354,7 @@ class OceanComputeHook(BaseHook):
     @cached_property
     def provider(self) -> ProviderV4Client:
         """The Provider v4 wire client."""
-        from airflow_provider_ocean.provider_v4 import ProviderV4Client
+        from airflow_provider_ocean.wire.provider_v4 import ProviderV4Client
 
         settings = self.settings
         return ProviderV4Client(
@@ -402,7 +402,7 @@ class OceanComputeHook(BaseHook):
         """``provider_v4`` or ``ocean_node``: the connection's ``backend`` extra, or (``auto``) ``GET /``."""
         if self.settings.backend in ("provider_v4", "ocean_node"):
             return self.settings.backend
-        from airflow_provider_ocean.ocean_node import detect_backend
+        from airflow_provider_ocean.wire.ocean_node import detect_backend
 
         return detect_backend(self.provider.root()) or "provider_v4"
 

@@ -25,7 +25,6 @@ from urllib.parse import quote, unquote
 import requests
 
 from airflow_provider_ocean import __version__
-from airflow_provider_ocean.direct_io import DIRECT_IO_MIN_BYTES, copy_body_direct, open_direct
 from airflow_provider_ocean.exceptions import (
     OceanConnectionError,
     OceanJobNotFoundError,
@@ -41,6 +40,7 @@ from airflow_provider_ocean.models import (
 )
 from airflow_provider_ocean.retry import read_retrying
 from airflow_provider_ocean.signing import NONCES, NonceAllocator, job_message, result_message, start_message
+from airflow_provider_ocean.wire.direct_io import DIRECT_IO_MIN_BYTES, copy_body_direct, open_direct
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -35,13 +35,13 @@ from airflow_provider_ocean.exceptions import (
     OceanValidationError,
 )
 from airflow_provider_ocean.models import ComputeAlgorithm, ComputeInput, JobStatus
-from airflow_provider_ocean.provider_v4 import (
+from airflow_provider_ocean.signing import NonceAllocator, Signer
+from airflow_provider_ocean.wire.provider_v4 import (
     DEFAULT_ENDPOINTS,
     ProviderV4Client,
     content_disposition_filename,
     parse_error,
 )
-from airflow_provider_ocean.signing import NonceAllocator, Signer
 
 KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 ADDRESS = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
@@ -826,7 +826,7 @@ class TestDirectDownload(TestDownload):
 
     @pytest.fixture(autouse=True)
     def _small_threshold(self, monkeypatch, tmp_path):
-        from airflow_provider_ocean import direct_io, provider_v4
+        from airflow_provider_ocean.wire import direct_io, provider_v4
 
         if not hasattr(os, "O_DIRECT"):
             pytest.skip("no O_DIRECT on this platform")
@@ -865,7 +865,7 @@ class TestDirectDownload(TestDownload):
     def test_a_file_system_without_o_direct_is_written_through_the_cache(
         self, server, signer, tmp_path, monkeypatch
     ):
-        from airflow_provider_ocean import provider_v4
+        from airflow_provider_ocean.wire import provider_v4
 
         self._route(server)
         monkeypatch.setattr(provider_v4, "open_direct", lambda path: self.opened.append(path))  # refused
@@ -880,7 +880,7 @@ class TestDirectDownload(TestDownload):
         """Some file systems take the O_DIRECT flag at open and refuse the writes (EINVAL)."""
         import errno
 
-        from airflow_provider_ocean import direct_io
+        from airflow_provider_ocean.wire import direct_io
 
         self._route(server)
         real_write = os.write

@@ -42,14 +42,14 @@ from airflow_provider_ocean.exceptions import (
     redact,
 )
 from airflow_provider_ocean.models import DownloadedResult, JobStatus, ResultFile
-from airflow_provider_ocean.node_models import (
+from airflow_provider_ocean.signing import NONCES, NonceAllocator
+from airflow_provider_ocean.wire.node_payloads import (
     environment_from_node,
     full_job_id,
     job_status_from_node,
     node_results,
     split_job_id,
 )
-from airflow_provider_ocean.signing import NONCES, NonceAllocator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -890,7 +890,7 @@ class OceanNodeClient:
     def job_status(
         self, consumer_address: str, job_id: str, *, previous: JobStatus | None = None
     ) -> JobStatus:
-        """The mapped status of one job (see :func:`.node_models.job_status_from_node`).
+        """The mapped status of one job (see :func:`.node_payloads.job_status_from_node`).
 
         :param consumer_address: the owner string exactly as sent at start.
         :param job_id: the full job id.
