@@ -20,6 +20,7 @@ from eth_utils import keccak
 from airflow_provider_ocean.exceptions import OceanJobNotFoundError, OceanValidationError
 from airflow_provider_ocean.models import JobStatus
 from airflow_provider_ocean.signing import NonceAllocator, Signer
+from airflow_provider_ocean.wire.errors import OceanNodeError, parse_node_error, retry_after_seconds
 from airflow_provider_ocean.wire.node_payloads import (
     environment_from_node,
     fill_resources,
@@ -34,11 +35,8 @@ from airflow_provider_ocean.wire.ocean_node import (
     BACKEND_OCEAN_NODE,
     BACKEND_PROVIDER_V4,
     OceanNodeClient,
-    OceanNodeError,
     detect_backend,
     node_message,
-    parse_node_error,
-    retry_after_seconds,
 )
 
 # §4 test vector
