@@ -8,7 +8,9 @@ flat and harmless the same way for both clients and for OceanComputeResultsOpera
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,38 @@ def test_listed_sizes_keep_the_latest_jobs() -> None:
         sizes.remember(name, [ResultFile(index=0, filename="x", filesize=len(name) + 1)])
     sizes.remember("c", [])  # an empty listing keeps what was known
     assert (sizes.get("a", 0), sizes.get("b", 0), sizes.get("c", 0), sizes.get("c", 1)) == (None, 2, 2, None)
+
+
+def test_large_results_are_written_with_o_direct_on_both_clients(
+    backend: str, server: RecordingServer, signer: Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_ocean.wire import direct_io, download
+
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    fd = direct_io.open_direct(str(probe))
+    probe.unlink()
+    if fd is None:
+        pytest.skip("no O_DIRECT for the temporary directory")
+    os.close(fd)
+    opened: list[str] = []
+    monkeypatch.setattr(download, "DIRECT_IO_MIN_BYTES", 1024 * 1024)
+    monkeypatch.setattr(
+        download, "open_direct", lambda path: opened.append(path) or direct_io.open_direct(path)
+    )
+    body = bytes(range(256)) * 8192 + b"tail"  # 2 MiB and a partial block
+    server.routes[STATUS] = listed_job(backend, size=len(body))
+    server.routes[RESULT] = Reply(raw=body, headers={"Content-Type": "application/octet-stream"})
+    client = make(backend, server.url)
+    list_results(backend, client, signer)
+    got = client.download_result(signer, job_id(backend), 0, tmp_path / "big.tar")
+    assert len(opened) == 1
+    assert (
+        got.sha256
+        == hashlib.sha256(body).hexdigest()
+        == hashlib.sha256((tmp_path / "big.tar").read_bytes()).hexdigest()
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["big.tar"]
 
 
 # -- file names ------------------------------------------------------------------------------------------
