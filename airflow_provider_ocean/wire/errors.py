@@ -20,7 +20,7 @@ _CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TAG_RE = re.compile(r"<[^>]+>")
 _RETRY_AFTER_RE = re.compile(r"try again in\s+(\d+(?:\.\d+)?)\s*second", re.IGNORECASE)
 _NONCE_RE = re.compile(r"nonce:\s*\S+\s+is not a valid nonce", re.IGNORECASE)
-#: 403 texts of the node's connection and command limiters (ocean-node-api.md §5).
+#: 403 texts of the node's connection limiter (MAX_CONNECTIONS_PER_MINUTE) and command-level limiter.
 _LIMITER_TEXTS = ("too many active connections", "rate limit exceeded")
 
 

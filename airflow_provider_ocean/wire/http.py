@@ -1,4 +1,4 @@
-"""The one HTTP path to a Provider v4 or an Ocean Node (provider-v4-api.md, ocean-node-api.md).
+"""The one HTTP path to a Provider v4 or an Ocean Node.
 
 :class:`WireClient` owns the ``requests`` session and everything both backends' routes share:
 
