@@ -93,6 +93,23 @@ class OceanConnectionError(OceanError):
         super().__init__(message, hint=hint)
 
 
+class OceanResultSizeError(OceanConnectionError):
+    """A result body's length differs from the size the job lists for that result (an empty body for a
+    listed file included: Ocean Node answers 200 with nothing to an index or owner it does not serve).
+
+    :param message: what was received and what was listed.
+    :param expected: the listed size in bytes.
+    :param received: the bytes received.
+    """
+
+    def __init__(
+        self, message: str, *, expected: int, received: int, url: str | None = None, hint: str | None = None
+    ) -> None:
+        self.expected = expected
+        self.received = received
+        super().__init__(message, url=url, hint=hint, request_sent=True)
+
+
 # Known error codes / messages of Provider v4 and what to do about them.
 ERROR_HINTS: dict[str, str] = {
     "order_invalid": (
@@ -181,6 +198,9 @@ class OceanProviderError(OceanError):
     :param operation: what the client was doing (``start compute``...).
     :param hint: what to do about it; derived from ``code``/``message`` when omitted.
     """
+
+    #: Seconds a rate-limit answer asked to wait (its text or ``Retry-After``), when it said so.
+    retry_after: float | None = None
 
     def __init__(
         self,

@@ -44,7 +44,7 @@ HEAVY = [
     "requests",
     "urllib3",
     "airflow_provider_ocean.hooks.ocean",
-    "airflow_provider_ocean.provider_v4",
+    "airflow_provider_ocean.wire.provider_v4",
     "airflow_provider_ocean.payment",
     "airflow_provider_ocean.signing",
     "airflow_provider_ocean.chain.abi",

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_ocean.backends.base import BackendContext
     from airflow_provider_ocean.models import DownloadedResult, ResultFile
-    from airflow_provider_ocean.ocean_node import OceanNodeClient
+    from airflow_provider_ocean.wire.ocean_node import OceanNodeClient
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class OceanNodeBackend:
         return self._new_client()
 
     def _new_client(self) -> OceanNodeClient:
-        from airflow_provider_ocean.ocean_node import OceanNodeClient
+        from airflow_provider_ocean.wire.ocean_node import OceanNodeClient
 
         settings = self.ctx.settings
         return OceanNodeClient(
@@ -521,7 +521,7 @@ class OceanNodeBackend:
             if not outcome_unknown(exc):
                 raise
             return resolve_unknown_start(exc, attempt, self, self.ctx.log)
-        from airflow_provider_ocean.node_models import job_status_from_node
+        from airflow_provider_ocean.wire.node_payloads import job_status_from_node
 
         job = job_status_from_node(raw, job_id=raw["jobId"])
         self.ctx.log.info(
@@ -590,7 +590,7 @@ class OceanNodeBackend:
         """
         if not start_id:
             return None
-        from airflow_provider_ocean.node_models import job_status_from_node
+        from airflow_provider_ocean.wire.node_payloads import job_status_from_node
 
         matches = [
             entry
@@ -635,7 +635,7 @@ class OceanNodeBackend:
         return job
 
     def stop_job(self, job_id: str) -> JobStatus | None:
-        from airflow_provider_ocean.node_models import job_status_from_node, split_job_id
+        from airflow_provider_ocean.wire.node_payloads import job_status_from_node, split_job_id
 
         entries = self.client.stop_job(self.ctx.signer, job_id)
         self.ctx.log.info("Requested stop of Ocean Node job %s", job_id)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_ocean.backends.base import BackendContext
     from airflow_provider_ocean.models import DownloadedResult
-    from airflow_provider_ocean.provider_v4 import ProviderV4Client
+    from airflow_provider_ocean.wire.provider_v4 import ProviderV4Client
 
 #: Tolerated difference between the Provider's clock (``dateCreated``) and ours.
 START_CLOCK_SKEW = 300.0
@@ -72,7 +72,7 @@ class ProviderV4Backend:
     @cached_property
     def client(self) -> ProviderV4Client:
         """The Provider v4 wire client."""
-        from airflow_provider_ocean.provider_v4 import ProviderV4Client
+        from airflow_provider_ocean.wire.provider_v4 import ProviderV4Client
 
         settings = self.ctx.settings
         return ProviderV4Client(

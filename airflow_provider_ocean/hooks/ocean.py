@@ -39,8 +39,8 @@ if TYPE_CHECKING:
         JobStatus,
         ResultFile,
     )
-    from airflow_provider_ocean.provider_v4 import ProviderV4Client
     from airflow_provider_ocean.signing import Signer
+    from airflow_provider_ocean.wire.provider_v4 import ProviderV4Client
 
 __all__ = ["OceanComputeHook", "OceanConnectionSettings"]
 
@@ -177,7 +177,7 @@ class OceanComputeHook(BaseHook):
         """``provider_v4`` or ``ocean_node``: the connection's ``backend`` extra, or (``auto``) ``GET /``."""
         if self.settings.backend in ("provider_v4", "ocean_node"):
             return self.settings.backend
-        from airflow_provider_ocean.ocean_node import detect_backend
+        from airflow_provider_ocean.wire.ocean_node import detect_backend
 
         return detect_backend(self.provider.root()) or "provider_v4"
 

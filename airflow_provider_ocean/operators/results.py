@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import posixpath
-import re
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -22,18 +20,10 @@ if TYPE_CHECKING:
 DEFAULT_RESULT_TYPES = ("output", "algorithmLog")
 #: How much of the algorithm log is copied into the task log.
 TASK_LOG_BYTES = 256 * 1024
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class OceanResultTooLargeError(Exception):
     """A result file exceeded the size cap."""
-
-
-def safe_filename(name: str | None, fallback: str) -> str:
-    """A flat, harmless file name for a server-given result name (no directories, no traversal)."""
-    base = posixpath.basename((name or "").replace("\\", "/")).strip()
-    base = _SAFE.sub("_", base).lstrip(".")
-    return base[:200] or fallback
 
 
 class _CappedWriter(io.RawIOBase):
@@ -150,6 +140,8 @@ class OceanComputeResultsOperator(BaseOperator):
         tail = log_tail(hook, job, "algorithmLog", TASK_LOG_BYTES)
         if tail is not None:
             self.log.info("Algorithm log of job %s:\n%s", self.job_id, tail.rstrip())
+        from airflow_provider_ocean.wire.download import safe_filename
+
         chosen = [r for r in job.results if self.result_types is None or r.type in self.result_types]
         folder = self._folder()
         manifest: list[dict[str, Any]] = []

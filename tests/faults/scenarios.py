@@ -326,8 +326,8 @@ def errors_on_reads(lab: FaultLab, client: str = "hook") -> Outcome:
             lab.provider.add(method=method, path=path, action="error", status=503, times=2)
         # The stored nonce is read only by a worker that never signed for this wallet at this Provider
         # (nothing else bounds it): play one, so that the burst on the nonce read is met.
-        from airflow_provider_ocean import provider_v4
         from airflow_provider_ocean.signing import NonceAllocator
+        from airflow_provider_ocean.wire import provider_v4
 
         with mock.patch.object(provider_v4, "NONCES", NonceAllocator(lock_dir=None)):
             run_client(lab, client, job, outcome)

@@ -1,6 +1,6 @@
 """OceanComputeHook: connection parsing, secrets, UI metadata, and the façade's pre-spend checks.
 
-HTTP is served by the recording server of tests/test_provider_v4.py (a real socket, no mocks); the
+HTTP is served by the recording server of tests/wire/test_provider_v4.py (a real socket, no mocks); the
 full pay → start → results flow against real contracts is in test_ocean_sandbox.py.
 """
 
@@ -26,7 +26,7 @@ from airflow_provider_ocean.get_provider_info import CONN_FIELDS, get_provider_i
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook, OceanConnectionSettings
 from airflow_provider_ocean.models import ComputeEnvironment
 from airflow_provider_ocean.records import split_transfer_tx_ids as _tx_ids
-from tests.test_provider_v4 import (
+from tests.wire.test_provider_v4 import (
     ADDRESS,
     ALGO_DID,
     DID,
@@ -95,7 +95,8 @@ class TestBasics:
         code = (
             "import sys, airflow_provider_ocean.hooks.ocean as m;"
             "heavy=[n for n in ('eth_account','eth_abi','airflow_provider_ocean.chain.tx',"
-            "'airflow_provider_ocean.payment','airflow_provider_ocean.provider_v4') if n in sys.modules];"
+            "'airflow_provider_ocean.payment','airflow_provider_ocean.wire.provider_v4')"
+            " if n in sys.modules];"
             "print(heavy)"
         )
         out = subprocess.run(

@@ -22,7 +22,8 @@ from airflow.sdk import DAG
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 from airflow_provider_ocean.links import job_status_url
 from airflow_provider_ocean.models import JobStatus
-from airflow_provider_ocean.operators.results import OceanComputeResultsOperator, safe_filename
+from airflow_provider_ocean.operators.results import OceanComputeResultsOperator
+from airflow_provider_ocean.wire.download import safe_filename
 from tests.operators.support import (
     failure,
     make_hook,

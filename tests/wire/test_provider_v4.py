@@ -35,13 +35,10 @@ from airflow_provider_ocean.exceptions import (
     OceanValidationError,
 )
 from airflow_provider_ocean.models import ComputeAlgorithm, ComputeInput, JobStatus
-from airflow_provider_ocean.provider_v4 import (
-    DEFAULT_ENDPOINTS,
-    ProviderV4Client,
-    content_disposition_filename,
-    parse_error,
-)
 from airflow_provider_ocean.signing import NonceAllocator, Signer
+from airflow_provider_ocean.wire.download import content_disposition_filename
+from airflow_provider_ocean.wire.errors import parse_error
+from airflow_provider_ocean.wire.provider_v4 import DEFAULT_ENDPOINTS, ProviderV4Client
 
 KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 ADDRESS = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
@@ -191,6 +188,7 @@ def signer() -> Signer:
 
 def make_client(url: str, **kwargs: Any) -> ProviderV4Client:
     kwargs.setdefault("retry_delay", 0.0)
+    kwargs.setdefault("sleep", lambda _seconds: None)
     kwargs.setdefault("nonces", NonceAllocator())
     return ProviderV4Client(url, **kwargs)
 
@@ -826,7 +824,7 @@ class TestDirectDownload(TestDownload):
 
     @pytest.fixture(autouse=True)
     def _small_threshold(self, monkeypatch, tmp_path):
-        from airflow_provider_ocean import direct_io, provider_v4
+        from airflow_provider_ocean.wire import direct_io, download
 
         if not hasattr(os, "O_DIRECT"):
             pytest.skip("no O_DIRECT on this platform")
@@ -844,8 +842,8 @@ class TestDirectDownload(TestDownload):
             opened.append(path)
             return original(path)
 
-        monkeypatch.setattr(provider_v4, "DIRECT_IO_MIN_BYTES", 1024 * 1024)
-        monkeypatch.setattr(provider_v4, "open_direct", spy)
+        monkeypatch.setattr(download, "DIRECT_IO_MIN_BYTES", 1024 * 1024)
+        monkeypatch.setattr(download, "open_direct", spy)
         self.opened = opened
 
     def test_streams_to_a_path_in_constant_memory(self, server, signer, tmp_path):
@@ -865,10 +863,10 @@ class TestDirectDownload(TestDownload):
     def test_a_file_system_without_o_direct_is_written_through_the_cache(
         self, server, signer, tmp_path, monkeypatch
     ):
-        from airflow_provider_ocean import provider_v4
+        from airflow_provider_ocean.wire import download
 
         self._route(server)
-        monkeypatch.setattr(provider_v4, "open_direct", lambda path: self.opened.append(path))  # refused
+        monkeypatch.setattr(download, "open_direct", lambda path: self.opened.append(path))  # refused
         result = make_client(server.url).download_result(signer, JOB_ID, 0, tmp_path / "out.bin")
         assert len(self.opened) == 1
         assert result.bytes_written == self.SIZE == (tmp_path / "out.bin").stat().st_size
@@ -880,7 +878,7 @@ class TestDirectDownload(TestDownload):
         """Some file systems take the O_DIRECT flag at open and refuse the writes (EINVAL)."""
         import errno
 
-        from airflow_provider_ocean import direct_io
+        from airflow_provider_ocean.wire import direct_io
 
         self._route(server)
         real_write = os.write

@@ -347,6 +347,39 @@ def job_cost(
     return total
 
 
+def start_options(
+    max_job_duration: int | None,
+    resources: list[dict[str, Any]] | None,
+    metadata: dict[str, Any] | None,
+    additional_viewers: list[str] | None,
+    queue_max_wait_time: int | None,
+    output: Any,
+) -> dict[str, Any]:
+    """The optional members of a start (or quote) body that were given, as the node names them.
+
+    :param max_job_duration: seconds (``maxJobDuration``).
+    :param resources: ``[{"id", "amount"}]``.
+    :param metadata: free-form job metadata.
+    :param additional_viewers: other addresses allowed to read the results.
+    :param queue_max_wait_time: seconds the job may wait in the queue (``queueMaxWaitTime``).
+    :param output: an encrypted remote-storage spec.
+    """
+    body: dict[str, Any] = {}
+    if max_job_duration is not None:
+        body["maxJobDuration"] = int(max_job_duration)
+    if resources:
+        body["resources"] = resources
+    if metadata is not None:
+        body["metadata"] = metadata
+    if additional_viewers:
+        body["additionalViewers"] = list(additional_viewers)
+    if queue_max_wait_time is not None:
+        body["queueMaxWaitTime"] = int(queue_max_wait_time)
+    if output is not None:
+        body["output"] = output
+    return body
+
+
 def environment_from_node(data: dict[str, Any], chain_id: int) -> ComputeEnvironment:
     """A node environment as :class:`ComputeEnvironment` (the full announcement stays in ``raw``).
 

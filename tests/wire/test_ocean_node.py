@@ -19,7 +19,9 @@ from eth_utils import keccak
 
 from airflow_provider_ocean.exceptions import OceanJobNotFoundError, OceanValidationError
 from airflow_provider_ocean.models import JobStatus
-from airflow_provider_ocean.node_models import (
+from airflow_provider_ocean.signing import NonceAllocator, Signer
+from airflow_provider_ocean.wire.errors import OceanNodeError, parse_node_error, retry_after_seconds
+from airflow_provider_ocean.wire.node_payloads import (
     environment_from_node,
     fill_resources,
     full_job_id,
@@ -29,17 +31,13 @@ from airflow_provider_ocean.node_models import (
     split_job_id,
     supports_free,
 )
-from airflow_provider_ocean.ocean_node import (
+from airflow_provider_ocean.wire.ocean_node import (
     BACKEND_OCEAN_NODE,
     BACKEND_PROVIDER_V4,
     OceanNodeClient,
-    OceanNodeError,
     detect_backend,
     node_message,
-    parse_node_error,
-    retry_after_seconds,
 )
-from airflow_provider_ocean.signing import NonceAllocator, Signer
 
 # §4 test vector
 VECTOR_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"

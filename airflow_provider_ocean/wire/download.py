@@ -1,0 +1,326 @@
+"""The one download path for result files, and the one safe file name.
+
+:func:`save_result` streams a result answer in constant memory to a file object, a file path or an existing
+directory (the name then comes from ``Content-Disposition`` or the job's listing, through
+:func:`safe_filename`). It hashes every byte (SHA-256), writes paths atomically (a temporary file next to
+the target, renamed at the end; nothing is left behind on failure), writes large results with ``O_DIRECT``
+(:mod:`airflow_provider_ocean.wire.direct_io`), and checks the body against its ``Content-Length`` and
+against the size the job lists for the result: Ocean Node answers 200 with an empty body for an index or
+owner it does not serve, which must not pass for the file.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import http.client
+import io
+import logging
+import os
+import posixpath
+import re
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import requests
+
+from airflow_provider_ocean.exceptions import OceanConnectionError, OceanResultSizeError
+from airflow_provider_ocean.models import DownloadedResult
+from airflow_provider_ocean.wire.direct_io import DIRECT_IO_MIN_BYTES, copy_body_direct, open_direct
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from airflow_provider_ocean.models import ResultFile
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 4 * 1024 * 1024
+#: Longest file name :func:`safe_filename` returns.
+MAX_NAME_LENGTH = 200
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(name: str | None, fallback: str) -> str:
+    """A flat, harmless file name for a server-given name: no directories, no traversal, no hidden file,
+    only ``A-Z a-z 0-9 . _ -`` (other runs become ``_``), at most :data:`MAX_NAME_LENGTH` characters.
+
+    :param name: the name the server gave (``Content-Disposition``, a result's ``filename``).
+    :param fallback: the name to use when nothing usable is left.
+    """
+    base = posixpath.basename((name or "").replace("\\", "/")).strip()
+    base = _UNSAFE.sub("_", base).lstrip(".")
+    return base[:MAX_NAME_LENGTH] or fallback
+
+
+def content_disposition_filename(header: str | None) -> str | None:
+    """Extract the file name from a ``Content-Disposition`` header (``attachment;filename=out.txt``).
+
+    :param header: the header value.
+    """
+    if not header:
+        return None
+    match = re.search(r"filename\*\s*=\s*[^']*'[^']*'([^;]+)", header, flags=re.IGNORECASE)
+    if match:
+        return unquote(match.group(1).strip().strip('"'))
+    match = re.search(r"filename\s*=\s*(\"[^\"]*\"|[^;]+)", header, flags=re.IGNORECASE)
+    if match:
+        return match.group(1).strip().strip('"') or None
+    return None
+
+
+class ListedSizes:
+    """The result sizes the latest status answers listed, per job (bounded: the most recent jobs).
+
+    :param max_jobs: how many jobs to remember.
+    """
+
+    def __init__(self, max_jobs: int = 256) -> None:
+        self.max_jobs = max_jobs
+        self._jobs: collections.OrderedDict[str, dict[int, int | None]] = collections.OrderedDict()
+
+    def remember(self, job_id: str, results: Iterable[ResultFile]) -> None:
+        """Keep the sizes of a job's listed results (an empty listing keeps what was known).
+
+        :param job_id: the job id, as downloads name it.
+        :param results: the job's result files.
+        """
+        sizes = {r.index: r.filesize for r in results}
+        if not sizes:
+            return
+        self._jobs[job_id] = sizes
+        self._jobs.move_to_end(job_id)
+        while len(self._jobs) > self.max_jobs:
+            self._jobs.popitem(last=False)
+
+    def get(self, job_id: str, index: int) -> int | None:
+        """The listed size of one result, if a status answer listed it.
+
+        :param job_id: the job id.
+        :param index: the result's index.
+        """
+        return self._jobs.get(job_id, {}).get(int(index))
+
+
+def save_result(
+    response: requests.Response,
+    destination: str | os.PathLike[str] | IO[bytes],
+    *,
+    job_id: str,
+    index: int,
+    operation: str,
+    fallback_name: str,
+    filename: str | None = None,
+    expected_size: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    started: float | None = None,
+) -> DownloadedResult:
+    """Stream a result answer to ``destination``; the response is closed in every case.
+
+    :param response: the streamed answer (``stream=True``), status already checked.
+    :param destination: a writable binary file object, a file path, or an existing directory. Paths are
+        written atomically.
+    :param job_id: the job id (for the record and messages).
+    :param index: the result's index.
+    :param operation: what is being done, for messages.
+    :param fallback_name: the file name in a directory when the answer and the listing give none.
+    :param filename: the listed file name (used when the answer has no ``Content-Disposition``).
+    :param expected_size: the size the job lists for this result; a body of another length is an error
+        (``None`` or 0: not checked).
+    :param chunk_size: bytes per read.
+    :param started: when the request was sent (``time.monotonic()``), for the log line.
+    :raises OceanConnectionError: the stream broke or ended before its ``Content-Length``.
+    :raises OceanResultSizeError: the body's length is not the listed size.
+    """
+    started = time.monotonic() if started is None else started
+    name = content_disposition_filename(response.headers.get("Content-Disposition")) or filename
+    digest = hashlib.sha256()
+    target: Path | None = None
+    tmp_name: str | None = None
+    try:
+        if hasattr(destination, "write"):
+            written = _copy(response, destination, digest, chunk_size, operation)  # type: ignore[arg-type]
+            _check_size(written, expected_size, operation, response.url)
+        else:
+            target = Path(destination)  # type: ignore[arg-type]
+            if target.is_dir():
+                target = target / safe_filename(name, fallback_name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".ocean-", suffix=".part", dir=target.parent)
+            direct = _direct_target(response, tmp_name)
+            if direct is not None:  # a large result: straight to disk, past the page cache
+                os.close(fd)
+                body, fd = direct
+                try:
+                    written = copy_body_direct(body, _declared_length(response), fd, digest, operation)
+                finally:
+                    os.close(fd)
+            else:
+                with os.fdopen(fd, "wb") as handle:
+                    written = _copy(response, handle, digest, chunk_size, operation)
+            _check_size(written, expected_size, operation, response.url)
+            os.replace(tmp_name, target)
+            tmp_name = None
+    finally:
+        response.close()
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+    log.info(
+        "Downloaded result %s of job %s (%s, %s bytes) in %.1f s",
+        index,
+        job_id,
+        name,
+        written,
+        time.monotonic() - started,
+    )
+    return DownloadedResult(
+        job_id=job_id,
+        index=int(index),
+        bytes_written=written,
+        sha256=digest.hexdigest(),
+        filename=name,
+        content_type=response.headers.get("Content-Type"),
+        path=str(target) if target is not None else None,
+    )
+
+
+def _check_size(written: int, expected: int | None, operation: str, url: str | None) -> None:
+    if not expected or written == expected:
+        return
+    what = "an empty body" if written == 0 else f"{written} bytes"
+    raise OceanResultSizeError(
+        f"{operation}: got {what}, but the job lists {expected} bytes for this result",
+        expected=expected,
+        received=written,
+        url=(url or "").split("?", 1)[0] or None,
+        hint="the server did not send this result (Ocean Node answers an index or owner it does not "
+        "serve with an empty 200); check the job's results and the owner address, then download again",
+    )
+
+
+# -- streaming bodies ----------------------------------------------------------------------------------
+def _plain_body(response: requests.Response) -> http.client.HTTPResponse | None:
+    """The ``http.client`` response under ``requests``/``urllib3``, when the body can be read from it
+    directly: no content coding to undo and nothing consumed yet. ``None`` otherwise (then the body is
+    read through ``iter_content``)."""
+    coding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+    if coding not in ("", "identity"):
+        return None
+    raw = getattr(response, "raw", None)
+    body = getattr(raw, "_fp", None)
+    if not isinstance(body, http.client.HTTPResponse):
+        return None
+    try:
+        if raw.tell() != 0:  # type: ignore[union-attr]
+            return None
+    except (AttributeError, OSError, ValueError):
+        return None
+    return body
+
+
+def _declared_length(response: requests.Response) -> int | None:
+    if "chunked" in (response.headers.get("Transfer-Encoding") or "").lower():
+        return None
+    try:
+        length = int(response.headers.get("Content-Length") or "")
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _direct_target(response: requests.Response, path: str) -> tuple[http.client.HTTPResponse, int] | None:
+    """``(body, O_DIRECT file descriptor)`` when a result is large enough and the disk allows it."""
+    expected = _declared_length(response)
+    if expected is None or expected < DIRECT_IO_MIN_BYTES:
+        return None
+    body = _plain_body(response)
+    if body is None:
+        return None
+    fd = open_direct(path)
+    return None if fd is None else (body, fd)
+
+
+def _copy(
+    response: requests.Response, handle: IO[bytes], digest: Any, chunk_size: int, operation: str
+) -> int:
+    body = _plain_body(response)
+    if body is not None:
+        return _copy_body(body, _declared_length(response), handle, digest, chunk_size, operation)
+    written = 0
+    try:
+        for chunk in response.iter_content(chunk_size=chunk_size):
+            if not chunk:
+                continue
+            handle.write(chunk)
+            digest.update(chunk)
+            written += len(chunk)
+    except requests.RequestException as exc:
+        raise OceanConnectionError(
+            f"{operation}: the stream broke after {written} bytes ({type(exc).__name__})"
+        ) from None
+    return written
+
+
+def _copy_body(
+    body: http.client.HTTPResponse,
+    expected: int | None,
+    handle: IO[bytes],
+    digest: Any,
+    chunk_size: int,
+    operation: str,
+) -> int:
+    """Stream ``body`` to ``handle`` at socket speed in constant memory.
+
+    Two buffers are filled in turn with ``readinto`` (no bytes object per chunk); each is written, and
+    hashed in a helper thread while the next one is received and written (SHA-256 runs at about the
+    speed of a local socket, so hashing inline would halve the throughput; ``hashlib``, ``readinto`` and
+    ``write`` all release the GIL). File objects other than plain files and ``BytesIO`` get a copy of
+    each chunk, since they might keep a reference to what they are given.
+    """
+    size = max(int(chunk_size), 64 * 1024)
+    buffers = (bytearray(size), bytearray(size))
+    reuse_ok = isinstance(handle, io.BufferedWriter | io.BufferedRandom | io.FileIO | io.BytesIO)
+    written = 0
+    turn = 0
+    hasher: ThreadPoolExecutor | None = None
+    pending: Future[None] | None = None
+    try:
+        while True:
+            view = memoryview(buffers[turn])
+            turn ^= 1
+            try:
+                count = body.readinto(view)
+            except (OSError, http.client.HTTPException) as exc:
+                raise OceanConnectionError(
+                    f"{operation}: the stream broke after {written} bytes ({type(exc).__name__})"
+                ) from None
+            if not count:
+                break
+            chunk = view[:count]
+            if pending is not None:
+                pending.result()  # the other buffer is hashed: it can be refilled after this one
+            if written == 0:
+                digest.update(chunk)  # small files need no thread
+            else:
+                if hasher is None:
+                    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocean-sha256")
+                pending = hasher.submit(digest.update, chunk)
+            handle.write(chunk if reuse_ok else bytes(chunk))
+            written += count
+        if pending is not None:
+            pending.result()
+    finally:
+        if hasher is not None:
+            hasher.shutdown(wait=True)
+    if expected is not None and written != expected:
+        raise OceanConnectionError(
+            f"{operation}: the stream broke after {written} of {expected} bytes (connection closed)"
+        )
+    return written
