@@ -29,7 +29,7 @@ from airflow_provider_ocean.exceptions import (
     OceanValidationError,
 )
 from airflow_provider_ocean.models import ComputeAlgorithm
-from airflow_provider_ocean.payment import (
+from airflow_provider_ocean.payment.orders import (
     OrderPayer,
     OrderRequest,
     ProviderFee,

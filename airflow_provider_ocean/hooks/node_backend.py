@@ -274,7 +274,7 @@ class OceanNodeBackend:
         :param options: node-only options (``resources``, ``max_job_duration``, ``queue_max_wait_time``,
             ``free``).
         """
-        from airflow_provider_ocean.payment import find_service
+        from airflow_provider_ocean.payment.orders import find_service
 
         opts = node_options(options)
         if not datasets:
@@ -397,7 +397,7 @@ class OceanNodeBackend:
             escrow.check_affordable(plan, self.hook.consumer_address)
         paid: list[PaidOrder] = []
         if orderables:
-            from airflow_provider_ocean.payment import OrderPayer, make_requests
+            from airflow_provider_ocean.payment.orders import OrderPayer, make_requests
 
             quotes = list(quote.get("datasets") or [])[: sum(item is not None for item in inputs)]
             if algo_did:

@@ -484,7 +484,7 @@ class OceanComputeHook(BaseHook):
 
     # -- pre-spend validation ------------------------------------------------------------------------
     def _prepare(self, datasets: list[ComputeInput], algorithm: ComputeAlgorithm) -> _Prepared:
-        from airflow_provider_ocean.payment import (
+        from airflow_provider_ocean.payment.orders import (
             check_algorithm_allowed,
             check_algorithm_ddo,
             check_dataset_service,
@@ -578,7 +578,7 @@ class OceanComputeHook(BaseHook):
         :return: JSON-safe ``{"environment", "consumer_address", "chain_id", "valid_until",
             "datasets": [PaidOrder dict, ...], "algorithm": PaidOrder dict | None}``.
         """
-        from airflow_provider_ocean.payment import OrderPayer, make_requests
+        from airflow_provider_ocean.payment.orders import OrderPayer, make_requests
 
         if self.is_ocean_node:
             return self.node.pay_for_compute(
