@@ -274,7 +274,7 @@ class OceanNodeBackend:
         :param options: node-only options (``resources``, ``max_job_duration``, ``queue_max_wait_time``,
             ``free``).
         """
-        from airflow_provider_ocean.payment.orders import find_service
+        from airflow_provider_ocean.ddo import find_service
 
         opts = node_options(options)
         if not datasets:

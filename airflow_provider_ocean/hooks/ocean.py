@@ -484,7 +484,7 @@ class OceanComputeHook(BaseHook):
 
     # -- pre-spend validation ------------------------------------------------------------------------
     def _prepare(self, datasets: list[ComputeInput], algorithm: ComputeAlgorithm) -> _Prepared:
-        from airflow_provider_ocean.payment.orders import (
+        from airflow_provider_ocean.ddo import (
             check_algorithm_allowed,
             check_algorithm_ddo,
             check_dataset_service,
