@@ -397,7 +397,8 @@ class OceanNodeBackend:
             escrow.check_affordable(plan, self.hook.consumer_address)
         paid: list[PaidOrder] = []
         if orderables:
-            from airflow_provider_ocean.payment.orders import OrderPayer, make_requests
+            from airflow_provider_ocean.payment.fees import make_requests
+            from airflow_provider_ocean.payment.orders import OrderPayer
 
             quotes = list(quote.get("datasets") or [])[: sum(item is not None for item in inputs)]
             if algo_did:

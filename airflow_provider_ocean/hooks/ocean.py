@@ -578,7 +578,8 @@ class OceanComputeHook(BaseHook):
         :return: JSON-safe ``{"environment", "consumer_address", "chain_id", "valid_until",
             "datasets": [PaidOrder dict, ...], "algorithm": PaidOrder dict | None}``.
         """
-        from airflow_provider_ocean.payment.orders import OrderPayer, make_requests
+        from airflow_provider_ocean.payment.fees import make_requests
+        from airflow_provider_ocean.payment.orders import OrderPayer
 
         if self.is_ocean_node:
             return self.node.pay_for_compute(

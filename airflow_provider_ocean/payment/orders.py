@@ -15,7 +15,6 @@ orders sent without waiting in between, and every receipt checked for its status
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from airflow_provider_ocean.exceptions import (
     OceanValidationError,
 )
 from airflow_provider_ocean.models import PaidOrder
+from airflow_provider_ocean.payment.fees import ZERO_ADDRESS, OrderRequest, ProviderFee, _bytes32
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ONE_DATATOKEN = 10**18
 ACQUIRE_MODES = ("dispenser", "fixed_rate", "any")
 # Upper bounds used for the gas check when a transaction cannot be estimated yet (it depends on an
@@ -73,117 +72,6 @@ _DISPENSER_STATUS_TYPES = ["bool", "address", "bool", "uint256", "uint256", "uin
 
 
 # -- orders ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ProviderFee:
-    """A provider fee as signed by the Provider, ready to be passed to ``startOrder``/``reuseOrder``.
-
-    :param address: ``providerFeeAddress``.
-    :param token: ``providerFeeToken``.
-    :param amount: ``providerFeeAmount`` in base units.
-    :param v: signature ``v`` (27/28).
-    :param r: signature ``r``.
-    :param s: signature ``s``.
-    :param valid_until: unix seconds.
-    :param provider_data: the raw ``providerData`` bytes (compact JSON).
-    """
-
-    address: str
-    token: str
-    amount: int
-    v: int
-    r: bytes
-    s: bytes
-    valid_until: int
-    provider_data: bytes
-
-    @classmethod
-    def from_json(cls, data: Any) -> ProviderFee:
-        """Parse the ``providerFee`` object of ``initializeCompute``.
-
-        :param data: the object (amount as a decimal string, r/s/providerData as 0x-hex).
-        """
-        if not isinstance(data, dict):
-            raise OceanValidationError("initializeCompute returned a providerFee that is not an object")
-        try:
-            v = int(data["v"])
-            return cls(
-                address=to_checksum_address(data["providerFeeAddress"]),
-                token=to_checksum_address(data["providerFeeToken"]),
-                amount=int(str(data["providerFeeAmount"])),
-                v=v + 27 if v in (0, 1) else v,
-                r=_bytes32(data["r"]),
-                s=_bytes32(data["s"]),
-                valid_until=int(data["validUntil"]),
-                provider_data=_hex_bytes(data["providerData"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise OceanValidationError(
-                f"initializeCompute returned a malformed providerFee ({exc})"
-            ) from None
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The ABI tuple ``(address, token, amount, v, r, s, validUntil, providerData)`` — data last."""
-        return (
-            self.address,
-            self.token,
-            self.amount,
-            self.v,
-            self.r,
-            self.s,
-            self.valid_until,
-            self.provider_data,
-        )
-
-    def data(self) -> dict[str, Any] | None:
-        """The decoded ``providerData`` JSON (``environment``, ``timestamp``, ``dt``, ``id``), if JSON."""
-        try:
-            value = json.loads(self.provider_data.decode())
-        except (UnicodeDecodeError, ValueError):
-            return None
-        return value if isinstance(value, dict) else None
-
-    @property
-    def is_payable(self) -> bool:
-        """True when this fee moves tokens (non-zero amount in a real token)."""
-        return self.amount > 0 and self.token.lower() != ZERO_ADDRESS
-
-
-def _hex_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    text = str(value)
-    return bytes.fromhex(text[2:] if text.startswith(("0x", "0X")) else text)
-
-
-def _bytes32(value: Any) -> bytes:
-    raw = _hex_bytes(value)
-    if len(raw) > 32:
-        raise ValueError("signature part longer than 32 bytes")
-    return raw.rjust(32, b"\0")
-
-
-@dataclass
-class OrderRequest:
-    """One input to pay for.
-
-    :param role: ``dataset`` or ``algorithm``.
-    :param did: the asset DID.
-    :param service_id: the service id.
-    :param service_index: position of the service in the DDO's ``services[]``.
-    :param datatoken: the service's datatoken.
-    :param quote: this input's item of the ``initializeCompute`` answer.
-    :param transfer_tx_id: the order tx that was passed to ``initializeCompute``, if any.
-    """
-
-    role: str
-    did: str
-    service_id: str
-    service_index: int
-    datatoken: str
-    quote: dict[str, Any]
-    transfer_tx_id: str | None = None
-
-
 @dataclass
 class _Planned:
     request: OrderRequest
@@ -863,27 +751,7 @@ class _translate:
         ) from None
 
 
-def make_requests(
-    items: list[tuple[str, str, str, int, str, str | None]],
-    quotes: list[dict[str, Any]],
-) -> list[OrderRequest]:
-    """Zip ``(role, did, service_id, service_index, datatoken, passed tx)`` with their quotes.
-
-    :param items: the inputs.
-    :param quotes: the matching ``initializeCompute`` items.
-    """
-    if len(items) != len(quotes):
-        raise OceanValidationError(f"{len(quotes)} quotes for {len(items)} inputs")
-    return [
-        OrderRequest(role, did, sid, index, dt, quote, tx)
-        for (role, did, sid, index, dt, tx), quote in zip(items, quotes, strict=True)
-    ]
-
-
 __all__ = [
     "OrderPayer",
-    "OrderRequest",
     "PaymentPlan",
-    "ProviderFee",
-    "make_requests",
 ]
