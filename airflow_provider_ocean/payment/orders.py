@@ -39,6 +39,7 @@ from airflow_provider_ocean.exceptions import (
     OceanValidationError,
 )
 from airflow_provider_ocean.models import PaidOrder
+from airflow_provider_ocean.payment.acquire import ONE_DATATOKEN, Acquisition, DatatokenAcquirer, check_mode
 from airflow_provider_ocean.payment.fees import ZERO_ADDRESS, OrderRequest, ProviderFee, _bytes32
 
 if TYPE_CHECKING:
@@ -49,26 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ONE_DATATOKEN = 10**18
-ACQUIRE_MODES = ("dispenser", "fixed_rate", "any")
 # Upper bounds used for the gas check when a transaction cannot be estimated yet (it depends on an
 # approval or a purchase that is not mined). Measured sizes on ganache are well below these.
 GAS_FALLBACK = {"approve": 100_000, "start": 600_000, "reuse": 300_000, "dispense": 250_000, "buy": 500_000}
-_EXCHANGE_TYPES = [
-    "address",
-    "address",
-    "uint256",
-    "address",
-    "uint256",
-    "uint256",
-    "bool",
-    "uint256",
-    "uint256",
-    "uint256",
-    "uint256",
-    "bool",
-]
-_DISPENSER_STATUS_TYPES = ["bool", "address", "bool", "uint256", "uint256", "uint256", "address"]
 
 
 # -- orders ------------------------------------------------------------------------------------------
@@ -81,18 +65,6 @@ class _Planned:
     publish_fee: tuple[str, str, int] | None = None
     gas: int = 0
     data: bytes = b""
-
-
-@dataclass
-class _Acquisition:
-    kind: str  # "dispense" | "buy"
-    datatoken: str
-    amount: int
-    contract: str
-    exchange_id: bytes = b""
-    base_token: str | None = None
-    base_cost: int = 0
-    needs_approval: bool = False
 
 
 @dataclass
@@ -112,7 +84,7 @@ class PaymentPlan:
     orders: list[_Planned]
     fee_totals: dict[str, int] = field(default_factory=dict)
     approvals: list[tuple[str, str, int]] = field(default_factory=list)
-    acquisitions: list[_Acquisition] = field(default_factory=list)
+    acquisitions: list[Acquisition] = field(default_factory=list)
     gas: int = 0
     gas_price: int = 0
     fees: dict[str, int] = field(default_factory=dict)
@@ -137,13 +109,13 @@ class OrderPayer:
         acquire: str | None = None,
         max_datatoken_price: int | None = None,
     ) -> None:
-        if acquire not in (None, *ACQUIRE_MODES):
-            raise OceanValidationError(f"acquire must be one of {ACQUIRE_MODES} or None, got {acquire!r}")
+        check_mode(acquire)
         self.rpc = rpc
         self.sender = sender
         self.payer = sender.address
-        self.acquire = acquire
-        self.max_datatoken_price = max_datatoken_price
+        self.acquirer = DatatokenAcquirer(
+            self.payer, acquire, max_datatoken_price, read=self._call, transact=self._transact
+        )
         # eth_call answers read while planning (a snapshot: one read per (contract, call) per plan)
         self._reads: dict[tuple[str, bytes], Any] | None = None
 
@@ -355,7 +327,7 @@ class OrderPayer:
             held = self.balance_of(datatoken, self.payer)
             if held >= need:
                 continue
-            acquisition = self._plan_acquisition(datatoken, need - held, held)
+            acquisition = self.acquirer.plan(datatoken, need - held, held)
             plan.acquisitions.append(acquisition)
             if acquisition.base_token is not None:
                 base = acquisition.base_token
@@ -378,88 +350,6 @@ class OrderPayer:
 
         self._budget_gas(plan)
         return plan
-
-    def _plan_acquisition(self, datatoken: str, shortfall: int, held: int) -> _Acquisition:
-        reasons: list[str] = []
-        if self.acquire in ("dispenser", "any"):
-            found = self._plan_dispense(datatoken, shortfall, held, reasons)
-            if found is not None:
-                return found
-        if self.acquire in ("fixed_rate", "any"):
-            found = self._plan_buy(datatoken, shortfall, reasons)
-            if found is not None:
-                return found
-        if self.acquire is None:
-            reasons.append("datatoken acquisition is off (acquire=None)")
-        raise OceanInsufficientFundsError(
-            f"{self.payer} holds {held} base units of datatoken {datatoken} but needs {held + shortfall} "
-            f"(1 datatoken per new order); nothing was sent. " + "; ".join(reasons),
-            hint=(
-                "get datatokens first, or enable acquire='dispenser'/'fixed_rate' (with max_datatoken_price)"
-            ),
-        )
-
-    def _plan_dispense(
-        self, datatoken: str, shortfall: int, held: int, reasons: list[str]
-    ) -> _Acquisition | None:
-        dispensers = self._call(datatoken, abi.DT_GET_DISPENSERS, (), ["address[]"])[0]
-        if not dispensers:
-            reasons.append("the datatoken has no dispenser")
-        for dispenser in dispensers:
-            dispenser = to_checksum_address(dispenser)
-            active, _owner, is_minter, max_tokens, max_balance, balance, allowed = self._call(
-                dispenser, abi.DISPENSER_STATUS, (datatoken,), _DISPENSER_STATUS_TYPES
-            )
-            if not active:
-                reasons.append(f"dispenser {dispenser} is inactive")
-            elif allowed.lower() != ZERO_ADDRESS and allowed.lower() != self.payer.lower():
-                reasons.append(f"dispenser {dispenser} only serves {allowed}")
-            elif shortfall > max_tokens:
-                reasons.append(f"dispenser {dispenser} gives at most {max_tokens} per call")
-            elif held >= max_balance:
-                reasons.append(f"dispenser {dispenser} refuses holders of {max_balance} or more")
-            elif not is_minter and balance < shortfall:
-                reasons.append(f"dispenser {dispenser} holds only {balance}")
-            else:
-                return _Acquisition("dispense", datatoken, shortfall, dispenser)
-        return None
-
-    def _plan_buy(self, datatoken: str, shortfall: int, reasons: list[str]) -> _Acquisition | None:
-        rates = self._call(datatoken, abi.DT_GET_FIXED_RATES, (), ["(address,bytes32)[]"])[0]
-        if not rates:
-            reasons.append("the datatoken has no fixed-rate exchange")
-        for contract, exchange_id in rates:
-            contract = to_checksum_address(contract)
-            exchange = self._call(contract, abi.FRE_GET_EXCHANGE, (exchange_id,), _EXCHANGE_TYPES)
-            if not exchange[6]:
-                reasons.append(f"exchange {exchange_id.hex()} is inactive")
-                continue
-            base_token = to_checksum_address(exchange[3])
-            cost = int(
-                self._call(contract, abi.FRE_CALC_BASE_IN, (exchange_id, shortfall, 0), ["uint256"] * 4)[0]
-            )
-            if self.max_datatoken_price is None:
-                reasons.append(
-                    f"exchange {exchange_id.hex()} asks {cost} of {base_token}; no max_datatoken_price set"
-                )
-                continue
-            limit = int(self.max_datatoken_price) * shortfall // ONE_DATATOKEN
-            if cost > limit:
-                reasons.append(
-                    f"exchange {exchange_id.hex()} asks {cost} of {base_token}, above the limit {limit} "
-                    "(max_datatoken_price)"
-                )
-                continue
-            return _Acquisition(
-                "buy",
-                datatoken,
-                shortfall,
-                contract,
-                exchange_id=exchange_id,
-                base_token=base_token,
-                base_cost=cost,
-            )
-        return None
 
     def _estimate_result(self, result: Any, what: str) -> int:
         """Gas to budget from an ``eth_estimateGas`` answer (a quantity, or the node's error)."""
@@ -554,7 +444,7 @@ class OrderPayer:
         """
         fees = plan.fees or None
         for acquisition in plan.acquisitions:
-            self._acquire(acquisition, fees)
+            self.acquirer.execute(acquisition, fees)
         if plan.approvals:
             with self.sender.batch():
                 sent = [
@@ -612,39 +502,6 @@ class OrderPayer:
             )
         return out
 
-    def _acquire(self, acquisition: _Acquisition, fees: dict[str, int] | None = None) -> None:
-        if acquisition.kind == "dispense":
-            data = abi.encode_call(
-                abi.DISPENSER_DISPENSE, acquisition.datatoken, acquisition.amount, self.payer
-            )
-            self._wait(self._send(acquisition.contract, data, f"dispense {acquisition.datatoken}", fees=fees))
-            log.info("Dispensed %s of datatoken %s", acquisition.amount, acquisition.datatoken)
-            return
-        assert acquisition.base_token is not None
-        if acquisition.needs_approval:
-            approve = abi.encode_call(abi.ERC20_APPROVE, acquisition.contract, acquisition.base_cost)
-            self._wait(
-                self._send(
-                    acquisition.base_token, approve, f"approve {acquisition.base_token} to FRE", fees=fees
-                )
-            )
-        buy = abi.encode_call(
-            abi.FRE_BUY_DT,
-            acquisition.exchange_id,
-            acquisition.amount,
-            acquisition.base_cost,
-            ZERO_ADDRESS,
-            0,
-        )
-        self._wait(self._send(acquisition.contract, buy, f"buyDT {acquisition.datatoken}", fees=fees))
-        log.info(
-            "Bought %s of datatoken %s for %s of %s",
-            acquisition.amount,
-            acquisition.datatoken,
-            acquisition.base_cost,
-            acquisition.base_token,
-        )
-
     def _send(
         self,
         to: str,
@@ -657,6 +514,10 @@ class OrderPayer:
     ) -> SentTransaction:
         with _translate(what, paid=paid):
             return self.sender.send(to_checksum_address(to), data, gas=gas, what=what, fees=fees)
+
+    def _transact(self, to: str, data: bytes, what: str, fees: dict[str, int] | None) -> dict[str, Any]:
+        """Send one transaction and wait for its receipt (the acquirer's transactions)."""
+        return self._wait(self._send(to, data, what, fees=fees))
 
     def _wait(
         self, sent: SentTransaction, *, paid: list[tuple[_Planned, SentTransaction]] | None = None

@@ -18,12 +18,10 @@ from tests.payment.fakes import (
     ALGO_DID,
     DID1,
     DID2,
-    DISPENSER,
     DT1,
     DT2,
     DT_ALGO,
     ENGINE,
-    FRE,
     MY_REUSE_TX,
     OCEAN,
     OLD_TX,
@@ -126,10 +124,6 @@ class TestPlanDecisions:
         with pytest.raises(OceanValidationError, match=match):
             payer_for(chain).pay([request], consumer=ENGINE, environment="ocean-compute")
         assert chain.sent == []
-
-    def test_bad_acquire_mode(self):
-        with pytest.raises(OceanValidationError):
-            payer_for(funded(), acquire="steal")
 
 
 # -- execution --------------------------------------------------------------------------------------
@@ -253,46 +247,3 @@ class TestExecution:
         chain = funded(drop_events=True)
         with pytest.raises(OceanPaymentError, match="no OrderStarted"):
             payer_for(chain).pay([start_request()], consumer=ENGINE)
-
-    def test_dispenser_fills_the_gap(self):
-        chain = funded()
-        chain.balances[(DT1, PAYER)] = 0
-        chain.dispensers[DT1] = [DISPENSER]
-        [paid] = payer_for(chain, acquire="dispenser").pay([start_request()], consumer=ENGINE)
-        assert [FakeChain._kind(s.tx["data"]) for s in chain.sent] == ["dispense", "start"]
-        datatoken, amount, destination = decode(
-            ["address", "uint256", "address"], chain.sent[0].tx["data"][4:]
-        )
-        assert (to_checksum_address(datatoken), amount, to_checksum_address(destination)) == (DT1, ONE, PAYER)
-        assert paid.action == "start"
-
-    def test_no_dispenser(self):
-        chain = funded()
-        chain.balances[(DT1, PAYER)] = 0
-        with pytest.raises(OceanInsufficientFundsError, match="no dispenser"):
-            payer_for(chain, acquire="dispenser").pay([start_request()], consumer=ENGINE)
-        assert chain.sent == []
-
-    def test_fixed_rate_purchase_under_the_price_cap(self):
-        chain = funded()
-        chain.balances[(DT1, PAYER)] = 0
-        chain.fixed_rates[DT1] = [(FRE, b"\x07" * 32)]
-        payer_for(chain, acquire="fixed_rate", max_datatoken_price=3 * ONE).pay(
-            [start_request()], consumer=ENGINE
-        )
-        assert [FakeChain._kind(s.tx["data"]) for s in chain.sent] == ["approve", "buy", "start"]
-        spender, amount = decode(["address", "uint256"], chain.sent[0].tx["data"][4:])
-        assert (chain.sent[0].tx["to"], to_checksum_address(spender), amount) == (OCEAN, FRE, 2 * ONE)
-        _ex, dt_amount, max_base, _a, _f = decode(
-            ["bytes32", "uint256", "uint256", "address", "uint256"], chain.sent[1].tx["data"][4:]
-        )
-        assert (dt_amount, max_base) == (ONE, 2 * ONE)
-
-    @pytest.mark.parametrize(("cap", "match"), [(None, "no max_datatoken_price"), (ONE, "above the limit")])
-    def test_fixed_rate_refused(self, cap, match):
-        chain = funded()
-        chain.balances[(DT1, PAYER)] = 0
-        chain.fixed_rates[DT1] = [(FRE, b"\x07" * 32)]
-        with pytest.raises(OceanInsufficientFundsError, match=match):
-            payer_for(chain, acquire="any", max_datatoken_price=cap).pay([start_request()], consumer=ENGINE)
-        assert chain.sent == []
