@@ -382,7 +382,7 @@ class OceanNodeBackend:
             quoted.get("payee"),
         )
         # Every check before the first transaction: escrow plan (fee cap, balances, gas), then orders.
-        from airflow_provider_ocean.escrow import EscrowPayer
+        from airflow_provider_ocean.payment.escrow import EscrowPayer
 
         escrow = EscrowPayer(self.hook.rpc, str(quoted.get("escrowAddress") or ""), self.hook.sender)
         plan = escrow.plan(

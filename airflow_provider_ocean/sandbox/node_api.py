@@ -965,7 +965,7 @@ class NodeApp:
         from airflow_provider_ocean.chain import abi
         from airflow_provider_ocean.chain.errors import ChainError
         from airflow_provider_ocean.chain.tx import call_function
-        from airflow_provider_ocean.escrow import (
+        from airflow_provider_ocean.payment.escrow import (
             AUTH_TYPE,
             ESCROW_CREATE_LOCK,
             ESCROW_GET_AUTHORIZATIONS,
@@ -1270,7 +1270,7 @@ class NodeApp:
         self, job: dict[str, Any], facts: dict[str, Any], status: int, payment: dict[str, Any]
     ) -> dict[str, Any]:
         from airflow_provider_ocean.chain import abi
-        from airflow_provider_ocean.escrow import ESCROW_CLAIM_LOCK_AND_WITHDRAW
+        from airflow_provider_ocean.payment.escrow import ESCROW_CLAIM_LOCK_AND_WITHDRAW
 
         env = self.environment(job["environment"]) or {"minJobDuration": 0}
         token = str(payment["token"])

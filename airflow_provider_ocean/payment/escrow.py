@@ -1,7 +1,7 @@
 """Payer-side calls of Ocean's ``Escrow`` contract: the prepayment Ocean Node charges paid compute from.
 
-Flow of a paid Ocean Node job (ocean-node-api.md §7): the quote (``initializeCompute``) says how much the
-job may cost (``amount``, base units of ``token``) and how long the node will hold the lock
+Flow of a paid Ocean Node job (README.md, "Ocean Node"): the quote (``initializeCompute``) says how much
+the job may cost (``amount``, base units of ``token``) and how long the node will hold the lock
 (``minLockSeconds``). Before the start, the payer must have
 
 - ``available >= amount`` in its escrow balance (top up with ``approve`` + ``deposit`` only when short),
