@@ -22,13 +22,7 @@ from typing import TYPE_CHECKING, Any
 from eth_utils import to_checksum_address
 
 from airflow_provider_ocean.chain import abi
-from airflow_provider_ocean.chain.errors import (
-    ChainError,
-    ReceiptTimeoutError,
-    RpcError,
-    RpcUnavailableError,
-    TransactionRevertedError,
-)
+from airflow_provider_ocean.chain.errors import RpcError
 from airflow_provider_ocean.chain.rpc import from_hex, rpc_tx
 from airflow_provider_ocean.chain.tx import compose_fee_fields
 from airflow_provider_ocean.exceptions import (
@@ -40,6 +34,7 @@ from airflow_provider_ocean.exceptions import (
 )
 from airflow_provider_ocean.models import PaidOrder
 from airflow_provider_ocean.payment.acquire import ONE_DATATOKEN, Acquisition, DatatokenAcquirer, check_mode
+from airflow_provider_ocean.payment.errors import chain_errors
 from airflow_provider_ocean.payment.fees import ZERO_ADDRESS, OrderRequest, ProviderFee, _bytes32
 
 if TYPE_CHECKING:
@@ -126,7 +121,7 @@ class OrderPayer:
     def _call(self, to: str, signature: str, args: tuple[Any, ...], out: list[str]) -> tuple[Any, ...]:
         to = to_checksum_address(to)
         data = abi.encode_call(signature, *args)
-        with _translate(f"{signature.split('(')[0]} on {to}"):
+        with chain_errors(f"{signature.split('(')[0]} on {to}"):
             if self._reads is not None and (to, data) in self._reads:
                 raw = self._reads[(to, data)]
                 if isinstance(raw, Exception):
@@ -151,7 +146,7 @@ class OrderPayer:
                 wanted.append(key)
         if len(wanted) < 2:  # one read costs one round trip either way
             return
-        with _translate(f"read {len(wanted)} balances, allowances and fees"):
+        with chain_errors(f"read {len(wanted)} balances, allowances and fees"):
             results = self.rpc.request_batch(
                 [("eth_call", [{"to": to, "data": "0x" + data.hex()}, "latest"]) for to, data in wanted]
             )
@@ -396,7 +391,7 @@ class OrderPayer:
             ("eth_getBalance", [self.payer, "latest"]),
             ("eth_maxPriorityFeePerGas", []),
         ]
-        with _translate("estimate gas and read the gas price and balance"):
+        with chain_errors("estimate gas and read the gas price and balance"):
             results = self.rpc.request_batch(calls)
             block, gas_price, native = (_answer(r) for r in results[len(estimated) : len(estimated) + 3])
         tip = results[-1]
@@ -446,7 +441,8 @@ class OrderPayer:
         for acquisition in plan.acquisitions:
             self.acquirer.execute(acquisition, fees)
         if plan.approvals:
-            with self.sender.batch():
+            # (entering a batch may read the chain id: its chain errors are translated too)
+            with chain_errors("approve the fee tokens"), self.sender.batch():
                 sent = [
                     self._send(
                         token,
@@ -462,7 +458,7 @@ class OrderPayer:
         sent_orders: list[tuple[_Planned, SentTransaction]] = []
         # One hold of the nonce lock for all orders: one pending-count read, consecutive nonces, and
         # the orders reach the node back to back (mined together).
-        with self.sender.batch():
+        with chain_errors("send the orders"), self.sender.batch():
             for item in plan.orders:
                 if item.action == "valid":
                     continue
@@ -512,7 +508,7 @@ class OrderPayer:
         paid: list[tuple[_Planned, SentTransaction]] | None = None,
         fees: dict[str, int] | None = None,
     ) -> SentTransaction:
-        with _translate(what, paid=paid):
+        with chain_errors(what, paid=_sent(paid)):
             return self.sender.send(to_checksum_address(to), data, gas=gas, what=what, fees=fees)
 
     def _transact(self, to: str, data: bytes, what: str, fees: dict[str, int] | None) -> dict[str, Any]:
@@ -522,7 +518,7 @@ class OrderPayer:
     def _wait(
         self, sent: SentTransaction, *, paid: list[tuple[_Planned, SentTransaction]] | None = None
     ) -> dict[str, Any]:
-        with _translate(sent.what, paid=paid):
+        with chain_errors(sent.what, paid=_sent(paid)):
             return self.sender.wait(sent)
 
     def _check_events(self, item: _Planned, receipt: dict[str, Any], tx_hash: str) -> None:
@@ -565,51 +561,14 @@ def _answer(result: Any) -> Any:
     return result
 
 
+def _sent(paid: list[tuple[_Planned, SentTransaction]] | None) -> list[tuple[str, str]]:
+    """``(did, tx hash)`` of the orders already sent, for the error messages."""
+    return [(item.request.did, sent.tx_hash) for item, sent in paid or []]
+
+
 def _hex_tx(value: Any) -> str:
     text = value.hex() if isinstance(value, bytes) else str(value)
     return text if text.startswith("0x") else "0x" + text
-
-
-class _translate:
-    """Context manager turning chain errors into Ocean exceptions (listing orders already paid)."""
-
-    def __init__(self, what: str, *, paid: list[tuple[_Planned, SentTransaction]] | None = None) -> None:
-        self.what = what
-        self.paid = paid or []
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, ChainError):
-            return False
-        already = ""
-        if self.paid:
-            already = " Orders already sent (reuse them as transfer tx ids): " + ", ".join(
-                f"{p.request.did}={s.tx_hash}" for p, s in self.paid
-            )
-        if isinstance(exc, TransactionRevertedError):
-            raise OceanPaymentError(
-                f"{self.what} reverted: {exc.reason or 'no reason'} (tx {exc.tx_hash}).{already}",
-                tx_hash=exc.tx_hash,
-                spent=True,
-            ) from None
-        if isinstance(exc, ReceiptTimeoutError):
-            raise OceanPaymentError(
-                f"{self.what}: {exc}.{already}",
-                tx_hash=exc.tx_hash,
-                spent=True,
-                hint="the transaction may still be mined; check it before paying again",
-            ) from None
-        if isinstance(exc, RpcUnavailableError):
-            raise OceanConnectionError(f"{self.what}: {exc}.{already}") from None
-        message = exc.rpc_message if isinstance(exc, RpcError) else str(exc)
-        insufficient = "insufficient funds" in message.lower()
-        raise OceanPaymentError(
-            f"{self.what} failed: {message}.{already}",
-            spent=bool(self.paid),
-            hint="the wallet lacks native gas funds" if insufficient else None,
-        ) from None
 
 
 __all__ = [
