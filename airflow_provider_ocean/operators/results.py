@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_ocean.exceptions import OceanResultTooLargeError
 from airflow_provider_ocean.links import OceanJobStatusLink, job_status_url
 
 if TYPE_CHECKING:
@@ -23,10 +24,6 @@ DEFAULT_RESULT_TYPES = ("output", "algorithmLog")
 #: How much of the algorithm log is copied into the task log.
 TASK_LOG_BYTES = 256 * 1024
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class OceanResultTooLargeError(Exception):
-    """A result file exceeded the size cap."""
 
 
 def safe_filename(name: str | None, fallback: str) -> str:
