@@ -1,4 +1,8 @@
-"""Exceptions raised by the Ocean provider.
+"""Exceptions raised by the Ocean provider: every one is an :class:`OceanError`.
+
+The chain client's errors (``airflow_provider_ocean/chain/errors.py``) are the exception: that package
+stays importable without Airflow (the sandbox uses it), and the payment code turns them into the errors
+below (``airflow_provider_ocean/payment/errors.py``).
 
 Every message is built so that it never contains the wallet private key or a request signature:
 texts that come from the remote side (Provider bodies, revert reasons) go through :func:`redact`,
@@ -344,3 +348,22 @@ class OceanOrderInUseError(OceanProviderError):
         self.in_use_by = list(in_use_by or [])
         self.transfer_tx_ids = list(transfer_tx_ids or [])
         super().__init__(message, **kwargs)
+
+
+class OceanResultTooLargeError(OceanError):
+    """A result file exceeded the results operator's ``max_file_size`` while it was written."""
+
+
+class UnsafeArchiveError(OceanError):
+    """An ``outputs.tar`` is not a tar archive or its files exceed the size cap."""
+
+
+class RateLimitedError(OceanError):
+    """The server answered 429: status polling for this owner pauses until ``retry_at``.
+
+    :param retry_at: the monotonic time (``time.monotonic()``) polling resumes.
+    """
+
+    def __init__(self, retry_at: float) -> None:
+        self.retry_at = retry_at
+        super().__init__(f"rate limited until {retry_at:.0f}")

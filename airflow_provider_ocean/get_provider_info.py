@@ -49,6 +49,16 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
+INTEGRATION = "Ocean Protocol"
+
+
+def _modules(*names: str) -> list[dict[str, Any]]:
+    """One entry of the integration listing its ``python-modules``."""
+    return [
+        {"integration-name": INTEGRATION, "python-modules": [f"airflow_provider_ocean.{n}" for n in names]}
+    ]
+
+
 def get_provider_info() -> dict[str, Any]:
     """Return the provider description Airflow validates against ``provider_info.schema.json``."""
     return {
@@ -58,13 +68,18 @@ def get_provider_info() -> dict[str, Any]:
         "versions": [__version__],
         "integrations": [
             {
-                "integration-name": "Ocean Protocol",
+                "integration-name": INTEGRATION,
                 "external-doc-url": "https://docs.oceanprotocol.com/developers/compute-to-data",
                 "tags": ["service"],
             }
         ],
-        "hooks": [
-            {"integration-name": "Ocean Protocol", "python-modules": ["airflow_provider_ocean.hooks.ocean"]}
+        "operators": _modules("operators.compute", "operators.results"),
+        "sensors": _modules("sensors.ocean"),
+        "triggers": _modules("triggers.ocean"),
+        "hooks": _modules("hooks.ocean"),
+        "extra-links": [
+            "airflow_provider_ocean.links.OceanJobStatusLink",
+            "airflow_provider_ocean.links.OceanDatasetLink",
         ],
         "connection-types": [
             {

@@ -16,6 +16,8 @@ import tarfile
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_provider_ocean.exceptions import UnsafeArchiveError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -23,10 +25,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 _SAFE_PART = re.compile(r"^[A-Za-z0-9._ +@=,-]+$")
-
-
-class UnsafeArchiveError(Exception):
-    """The archive exceeds the size cap or is not a tar archive."""
 
 
 @dataclass

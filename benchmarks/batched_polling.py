@@ -73,7 +73,7 @@ def create_jobs(info: dict[str, Any], count: int, go_file: Path) -> list[str]:
     from airflow_provider_ocean.chain import abi
     from airflow_provider_ocean.hooks.ocean import OceanComputeHook
     from airflow_provider_ocean.models import ComputeAlgorithm
-    from airflow_provider_ocean.payment import ZERO_ADDRESS, ProviderFee, _bytes32
+    from airflow_provider_ocean.payment.fees import ZERO_ADDRESS, ProviderFee, _bytes32
 
     hook = OceanComputeHook(retry_delay=0.2)
     provider, rpc, sender = hook.provider, hook.rpc, hook.sender

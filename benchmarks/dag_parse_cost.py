@@ -45,7 +45,7 @@ HEAVY = [
     "urllib3",
     "airflow_provider_ocean.hooks.ocean",
     "airflow_provider_ocean.wire.provider_v4",
-    "airflow_provider_ocean.payment",
+    "airflow_provider_ocean.payment.orders",
     "airflow_provider_ocean.signing",
     "airflow_provider_ocean.chain.abi",
     "airflow_provider_ocean.chain.tx",
@@ -68,7 +68,7 @@ EXECUTE = """
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 hook = OceanComputeHook()
 hook.signer  # what every execute() needs first: the wallet key
-import airflow_provider_ocean.payment  # what pay_for_compute() imports
+import airflow_provider_ocean.payment.orders  # what pay_for_compute() imports
 """
 
 

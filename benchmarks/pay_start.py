@@ -88,7 +88,8 @@ def hook_flow(hook: Any, dids: list[str], algorithm_did: str) -> str:
 def sequential_flow(hook: Any, dids: list[str], algorithm_did: str) -> str:
     """Discover, initialize, then order and wait one input at a time, then start."""
     from airflow_provider_ocean.chain import abi
-    from airflow_provider_ocean.payment import ProviderFee, find_service
+    from airflow_provider_ocean.ddo import find_service
+    from airflow_provider_ocean.payment.fees import ProviderFee
 
     provider = hook.provider
     env = provider.choose_free_environment(hook.chain_id)

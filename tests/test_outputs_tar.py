@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ocean.outputs_tar import UnsafeArchiveError, safe_member_path, unpack_outputs
+from airflow_provider_ocean.exceptions import UnsafeArchiveError
+from airflow_provider_ocean.outputs_tar import safe_member_path, unpack_outputs
 
 
 def archive(entries: list[tuple[str, Any]]) -> io.BytesIO:

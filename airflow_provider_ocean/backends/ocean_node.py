@@ -184,7 +184,7 @@ class OceanNodeBackend:
         :param options: node-only options (``resources``, ``max_job_duration``, ``queue_max_wait_time``,
             ``free``).
         """
-        from airflow_provider_ocean.payment import find_service
+        from airflow_provider_ocean.ddo import find_service
 
         opts = node_options(options)
         if valid_until is not None:
@@ -306,7 +306,7 @@ class OceanNodeBackend:
             quoted.get("payee"),
         )
         # Every check before the first transaction: escrow plan (fee cap, balances, gas), then orders.
-        from airflow_provider_ocean.escrow import EscrowPayer
+        from airflow_provider_ocean.payment.escrow import EscrowPayer
 
         escrow = EscrowPayer(self.ctx.rpc, str(quoted.get("escrowAddress") or ""), self.ctx.sender)
         plan = escrow.plan(
@@ -321,7 +321,8 @@ class OceanNodeBackend:
             escrow.check_affordable(plan, self.ctx.consumer_address)
         paid: list[PaidOrder] = []
         if orderables:
-            from airflow_provider_ocean.payment import OrderPayer, make_requests
+            from airflow_provider_ocean.payment.fees import make_requests
+            from airflow_provider_ocean.payment.orders import OrderPayer
 
             quotes = list(quote.get("datasets") or [])[: sum(item is not None for item in inputs)]
             if algo_did:

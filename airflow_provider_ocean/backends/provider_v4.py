@@ -136,7 +136,7 @@ class ProviderV4Backend:
 
     # -- pre-spend validation ------------------------------------------------------------------------
     def _prepare(self, datasets: list[ComputeInput], algorithm: ComputeAlgorithm) -> _Prepared:
-        from airflow_provider_ocean.payment import (
+        from airflow_provider_ocean.ddo import (
             check_algorithm_allowed,
             check_algorithm_ddo,
             check_dataset_service,
@@ -222,11 +222,12 @@ class ProviderV4Backend:
             ``"fixed_rate"`` or ``"any"``.
         :param max_datatoken_price: highest base-token amount (base units) per datatoken bought.
         :param node_options: Ocean Node only: ``resources``, ``max_job_duration``,
-            ``queue_max_wait_time``, ``free`` (see :mod:`airflow_provider_ocean.hooks.node_backend`).
+            ``queue_max_wait_time``, ``free`` (see :mod:`airflow_provider_ocean.backends.ocean_node`).
         :return: JSON-safe ``{"environment", "consumer_address", "chain_id", "valid_until",
             "datasets": [PaidOrder dict, ...], "algorithm": PaidOrder dict | None}``.
         """
-        from airflow_provider_ocean.payment import OrderPayer, make_requests
+        from airflow_provider_ocean.payment.fees import make_requests
+        from airflow_provider_ocean.payment.orders import OrderPayer
 
         if any(value is not None for value in node_options.values()):
             raise OceanValidationError(

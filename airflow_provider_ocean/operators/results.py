@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_ocean.exceptions import OceanResultTooLargeError
 from airflow_provider_ocean.links import OceanJobStatusLink, job_status_url
 
 if TYPE_CHECKING:
@@ -20,10 +21,6 @@ if TYPE_CHECKING:
 DEFAULT_RESULT_TYPES = ("output", "algorithmLog")
 #: How much of the algorithm log is copied into the task log.
 TASK_LOG_BYTES = 256 * 1024
-
-
-class OceanResultTooLargeError(Exception):
-    """A result file exceeded the size cap."""
 
 
 class _CappedWriter(io.RawIOBase):

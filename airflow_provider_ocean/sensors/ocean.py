@@ -11,7 +11,7 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_ocean.links import OceanJobStatusLink, job_status_url
-from airflow_provider_ocean.operators.compute import LIVE_LOG_READ_TIMEOUT, _LiveLog, _OceanJobWaiter
+from airflow_provider_ocean.waiting import LIVE_LOG_READ_TIMEOUT, LiveLog, OceanJobWaiter
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from airflow_provider_ocean.models import JobStatus
 
 
-class OceanComputeJobStatusSensor(_OceanJobWaiter, BaseSensorOperator):
+class OceanComputeJobStatusSensor(OceanJobWaiter, BaseSensorOperator):
     """Wait until an Ocean compute job ends; fail fast when it fails.
 
     Succeeds on a finished job (status 70 without a stop request). Fails with the job's status text and
@@ -62,7 +62,7 @@ class OceanComputeJobStatusSensor(_OceanJobWaiter, BaseSensorOperator):
         self.stream_logs = stream_logs
         self.stop_on_kill = False
         self._last_status: int | None = None
-        self._live: _LiveLog | None = None
+        self._live: LiveLog | None = None
 
     @property
     def poll_interval(self) -> float:  # type: ignore[override]
@@ -94,7 +94,7 @@ class OceanComputeJobStatusSensor(_OceanJobWaiter, BaseSensorOperator):
                 lines = self.hook.node.stream_logs(
                     job.job_id, own_session=True, timeout=LIVE_LOG_READ_TIMEOUT
                 )
-                self._live = _LiveLog(lines, self.log, job.job_id).start()
+                self._live = LiveLog(lines, self.log, job.job_id).start()
             return False
         if self._live is not None:
             self._live.finish()

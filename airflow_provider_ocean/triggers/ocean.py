@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_ocean.triggers.polling import OwnerStatusPoller, RateLimitedError
+from airflow_provider_ocean.exceptions import RateLimitedError
+from airflow_provider_ocean.triggers.polling import OwnerStatusPoller
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

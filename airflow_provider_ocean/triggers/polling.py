@@ -10,6 +10,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from airflow_provider_ocean.exceptions import RateLimitedError
+
 if TYPE_CHECKING:
     from airflow_provider_ocean.models import JobStatus
 
@@ -22,14 +24,6 @@ def _is_rate_limit(exc: BaseException) -> bool:
     from airflow_provider_ocean.exceptions import OceanProviderError
 
     return isinstance(exc, OceanProviderError) and exc.status == 429
-
-
-class RateLimitedError(Exception):
-    """The server answered 429; polling for this owner pauses until ``retry_at``."""
-
-    def __init__(self, retry_at: float) -> None:
-        self.retry_at = retry_at
-        super().__init__(f"rate limited until {retry_at:.0f}")
 
 
 class OwnerStatusPoller:

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ocean.escrow import EscrowPayer
 from airflow_provider_ocean.exceptions import OceanFeeCapError, OceanValidationError
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 from airflow_provider_ocean.models import JobStatus
+from airflow_provider_ocean.payment.escrow import EscrowPayer
 
 pytestmark = pytest.mark.chain
 

@@ -21,12 +21,12 @@ from airflow.sdk import DAG
 
 from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain.tx import call_function
-from airflow_provider_ocean.escrow import EscrowPayer
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 from airflow_provider_ocean.links import ddo_url, job_status_url
 from airflow_provider_ocean.models import JobStatus
 from airflow_provider_ocean.operators.compute import OceanComputeStartOperator, OceanComputeStopOperator
 from airflow_provider_ocean.operators.results import OceanComputeResultsOperator
+from airflow_provider_ocean.payment.escrow import EscrowPayer
 from airflow_provider_ocean.sensors.ocean import OceanComputeJobStatusSensor
 from tests.operators.support import (
     failure,

@@ -23,12 +23,13 @@ from airflow_provider_ocean.exceptions import (
     OceanConfigError,
     OceanConnectionError,
     OceanProviderError,
+    RateLimitedError,
 )
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 from airflow_provider_ocean.models import JobStatus
 from airflow_provider_ocean.triggers import ocean as trigger_module
 from airflow_provider_ocean.triggers.ocean import OceanComputeJobTrigger
-from airflow_provider_ocean.triggers.polling import OwnerStatusPoller, RateLimitedError
+from airflow_provider_ocean.triggers.polling import OwnerStatusPoller
 from tests.operators.support import (
     make_hook,
     proxy_server,

@@ -1,7 +1,7 @@
 """Payer-side calls of Ocean's ``Escrow`` contract: the prepayment Ocean Node charges paid compute from.
 
-Flow of a paid Ocean Node job (ocean-node-api.md §7): the quote (``initializeCompute``) says how much the
-job may cost (``amount``, base units of ``token``) and how long the node will hold the lock
+Flow of a paid Ocean Node job (README.md, "Ocean Node"): the quote (``initializeCompute``) says how much
+the job may cost (``amount``, base units of ``token``) and how long the node will hold the lock
 (``minLockSeconds``). Before the start, the payer must have
 
 - ``available >= amount`` in its escrow balance (top up with ``approve`` + ``deposit`` only when short),
@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from eth_utils import to_checksum_address
 
 from airflow_provider_ocean.chain import abi
-from airflow_provider_ocean.chain.errors import ChainError, TransactionRevertedError
 from airflow_provider_ocean.chain.escrow_abi import (
     AUTH_EVENT,
     AUTH_EVENT_V2,
@@ -41,12 +40,12 @@ from airflow_provider_ocean.chain.escrow_abi import (
 )
 from airflow_provider_ocean.chain.tx import call_function
 from airflow_provider_ocean.exceptions import (
-    OceanConnectionError,
     OceanFeeCapError,
     OceanInsufficientFundsError,
     OceanPaymentError,
     OceanValidationError,
 )
+from airflow_provider_ocean.payment.errors import chain_errors
 
 if TYPE_CHECKING:
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
@@ -173,28 +172,6 @@ class EscrowPlan:
         return data
 
 
-class _chain_errors:
-    """Turn chain client errors into Airflow-level payment/connection errors."""
-
-    def __init__(self, what: str, *, spent: bool = False) -> None:
-        self.what = what
-        self.spent = spent
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, ChainError):
-            return False
-        if isinstance(exc, TransactionRevertedError):
-            raise OceanPaymentError(f"{self.what}: {exc}", tx_hash=exc.tx_hash, spent=self.spent) from None
-        from airflow_provider_ocean.chain.errors import RpcUnavailableError
-
-        if isinstance(exc, RpcUnavailableError):
-            raise OceanConnectionError(f"{self.what}: {exc}") from None
-        raise OceanPaymentError(f"{self.what}: {exc}", spent=self.spent) from None
-
-
 class EscrowPayer:
     """Reads and prepares a payer's Escrow state for Ocean Node paid jobs.
 
@@ -215,7 +192,7 @@ class EscrowPayer:
 
     # -- reads ---------------------------------------------------------------------------------------
     def _call(self, to: str, signature: str, args: tuple[Any, ...], out: list[str]) -> tuple[Any, ...]:
-        with _chain_errors(f"eth_call {signature}"):
+        with chain_errors(f"eth_call {signature}", plain=True):
             return call_function(self.rpc, to, signature, args, out)
 
     def funds(self, payer: str, token: str) -> EscrowFunds:
@@ -371,7 +348,7 @@ class EscrowPayer:
         gas = sum(GAS_FALLBACK[name] * n for name, n in count.items())
         if not gas:
             return
-        with _chain_errors("read gas price and balance"):
+        with chain_errors("read gas price and balance", plain=True):
             price = self.rpc.gas_price()
             latest = self.rpc.get_block("latest")
             base = latest.get("baseFeePerGas")
@@ -397,7 +374,7 @@ class EscrowPayer:
         payer = self.sender.address
         spent = False
         if plan.approve:
-            with _chain_errors("approve the Escrow contract", spent=spent):
+            with chain_errors("approve the Escrow contract", spent=spent, plain=True):
                 receipt = self.sender.transact(
                     plan.token,
                     abi.encode_call(abi.ERC20_APPROVE, self.escrow, plan.approve),
@@ -405,7 +382,7 @@ class EscrowPayer:
                 )
             plan.transactions["approve"] = receipt["transactionHash"]
         if plan.deposit:
-            with _chain_errors("deposit into the Escrow", spent=spent):
+            with chain_errors("deposit into the Escrow", spent=spent, plain=True):
                 receipt = self.sender.transact(
                     self.escrow,
                     abi.encode_call(ESCROW_DEPOSIT, plan.token, plan.deposit),
@@ -428,7 +405,7 @@ class EscrowPayer:
             )
         if plan.authorize:
             max_locked, max_seconds, max_counts = plan.authorize
-            with _chain_errors("authorize the node in the Escrow", spent=spent):
+            with chain_errors("authorize the node in the Escrow", spent=spent, plain=True):
                 receipt = self.sender.transact(
                     self.escrow,
                     abi.encode_call(
@@ -504,7 +481,7 @@ class EscrowPayer:
         """
         if self.sender is None:
             raise OceanValidationError("EscrowPayer needs a transaction sender to withdraw")
-        with _chain_errors("withdraw from the Escrow"):
+        with chain_errors("withdraw from the Escrow", plain=True):
             receipt = self.sender.transact(
                 self.escrow, abi.encode_call(ESCROW_WITHDRAW, [token], [int(amount)]), what="Escrow.withdraw"
             )

@@ -1,4 +1,5 @@
-"""Payer-side Escrow calls (``airflow_provider_ocean.escrow``) against the real Escrow on the sandbox chain.
+"""Payer-side Escrow calls (``airflow_provider_ocean.payment.escrow``) against the real Escrow on the
+sandbox chain.
 
 Every test works with fresh wallets funded from ``other`` (ETH + OCEAN), so balances and authorizations of
 different tests never interact. A fresh "node" wallet plays the payee when a test needs existing locks.
@@ -13,12 +14,12 @@ from typing import Any
 import pytest
 from eth_utils import keccak
 
-from airflow_provider_ocean import escrow as esc
 from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain import escrow_abi as ea
 from airflow_provider_ocean.chain.rpc import JsonRpcClient
 from airflow_provider_ocean.chain.tx import TransactionSender
 from airflow_provider_ocean.exceptions import OceanFeeCapError, OceanInsufficientFundsError
+from airflow_provider_ocean.payment import escrow as esc
 from tests.sandbox import ocean_client as oc
 
 pytestmark = pytest.mark.chain

@@ -1,4 +1,4 @@
-"""Paying for compute inputs on chain (contracts-and-payment.md §2, §5) and the pre-spend checks.
+"""Paying for compute inputs on chain with datatoken orders (docs/paying.md).
 
 For each input of a job, the ``initializeCompute`` answer says what to do:
 
@@ -15,8 +15,6 @@ orders sent without waiting in between, and every receipt checked for its status
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,13 +22,7 @@ from typing import TYPE_CHECKING, Any
 from eth_utils import to_checksum_address
 
 from airflow_provider_ocean.chain import abi
-from airflow_provider_ocean.chain.errors import (
-    ChainError,
-    ReceiptTimeoutError,
-    RpcError,
-    RpcUnavailableError,
-    TransactionRevertedError,
-)
+from airflow_provider_ocean.chain.errors import RpcError
 from airflow_provider_ocean.chain.rpc import from_hex, rpc_tx
 from airflow_provider_ocean.chain.tx import compose_fee_fields
 from airflow_provider_ocean.exceptions import (
@@ -40,6 +32,9 @@ from airflow_provider_ocean.exceptions import (
     OceanPaymentError,
     OceanValidationError,
 )
+from airflow_provider_ocean.payment.acquire import ONE_DATATOKEN, Acquisition, DatatokenAcquirer, check_mode
+from airflow_provider_ocean.payment.errors import chain_errors
+from airflow_provider_ocean.payment.fees import ZERO_ADDRESS, OrderRequest, ProviderFee, _bytes32
 from airflow_provider_ocean.records import PaidOrder
 
 if TYPE_CHECKING:
@@ -47,302 +42,15 @@ if TYPE_CHECKING:
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
     from airflow_provider_ocean.chain.tx import SentTransaction, TransactionSender
-    from airflow_provider_ocean.models import ComputeAlgorithm
 
 log = logging.getLogger(__name__)
 
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-ONE_DATATOKEN = 10**18
-ACQUIRE_MODES = ("dispenser", "fixed_rate", "any")
 # Upper bounds used for the gas check when a transaction cannot be estimated yet (it depends on an
 # approval or a purchase that is not mined). Measured sizes on ganache are well below these.
 GAS_FALLBACK = {"approve": 100_000, "start": 600_000, "reuse": 300_000, "dispense": 250_000, "buy": 500_000}
-_EXCHANGE_TYPES = [
-    "address",
-    "address",
-    "uint256",
-    "address",
-    "uint256",
-    "uint256",
-    "bool",
-    "uint256",
-    "uint256",
-    "uint256",
-    "uint256",
-    "bool",
-]
-_DISPENSER_STATUS_TYPES = ["bool", "address", "bool", "uint256", "uint256", "uint256", "address"]
-
-
-# -- pre-spend checks of the assets ------------------------------------------------------------------
-def find_service(ddo: dict[str, Any], service_id: str | None, *, role: str) -> tuple[dict[str, Any], int]:
-    """Return ``(service, position in services[])`` of a DDO.
-
-    Without ``service_id`` the first ``compute`` service is taken for datasets, the first ``access``
-    (else ``compute``) service for algorithms.
-
-    :param ddo: the DDO.
-    :param service_id: the wanted service id, or ``None``.
-    :param role: ``dataset``, ``additional dataset`` or ``algorithm``.
-    """
-    services = ddo.get("services") or []
-    did = ddo.get("id", "?")
-    if service_id is not None:
-        for position, service in enumerate(services):
-            if isinstance(service, dict) and str(service.get("id")) == str(service_id):
-                return service, position
-        known = ", ".join(f"{s.get('id')} ({s.get('type')})" for s in services if isinstance(s, dict))
-        raise OceanValidationError(
-            f"The {role} {did} has no service {service_id!r} (services: {known or 'none'})"
-        )
-    wanted = ("access", "compute") if role == "algorithm" else ("compute", "access")
-    if role == "dataset":
-        wanted = ("compute",)
-    for kind in wanted:
-        for position, service in enumerate(services):
-            if isinstance(service, dict) and service.get("type") == kind:
-                return service, position
-    raise OceanValidationError(f"The {role} {did} has no {' or '.join(wanted)} service")
-
-
-def container_section_checksum(container: dict[str, Any]) -> str:
-    """``sha256_hex(entrypoint + checksum)`` of an algorithm container, as the Provider computes it.
-
-    :param container: the DDO's ``metadata.algorithm.container``.
-    """
-    return hashlib.sha256(
-        f"{container.get('entrypoint', '')}{container.get('checksum', '')}".encode()
-    ).hexdigest()
-
-
-def check_dataset_service(
-    ddo: dict[str, Any], service: dict[str, Any], *, role: str, chain_id: int | None
-) -> None:
-    """Check a dataset's DDO and service can be ordered for compute.
-
-    :param ddo: the dataset DDO.
-    :param service: the chosen service.
-    :param role: ``dataset`` (must be a compute service) or ``additional dataset``.
-    :param chain_id: the chain the hook pays on; the DDO must live there.
-    """
-    did = ddo.get("id", "?")
-    if chain_id is not None and ddo.get("chainId") is not None and int(ddo["chainId"]) != int(chain_id):
-        raise OceanValidationError(
-            f"The {role} {did} lives on chain {ddo['chainId']}, the connection on {chain_id}"
-        )
-    kind = service.get("type")
-    if kind not in ("access", "compute"):
-        raise OceanValidationError(
-            f"Service {service.get('id')} of {did} is of type {kind!r}, not access/compute"
-        )
-    if role == "dataset" and kind != "compute":
-        raise OceanValidationError(
-            f"The first dataset must be ordered through a compute service; service {service.get('id')} of "
-            f"{did} is {kind!r}"
-        )
-    if not service.get("datatokenAddress"):
-        raise OceanValidationError(f"Service {service.get('id')} of {did} has no datatokenAddress")
-    nft_state = (ddo.get("nft") or {}).get("state")
-    if nft_state is not None and int(nft_state) not in (0, 5):
-        raise OceanValidationError(f"The {role} {did} is not consumable (NFT state {nft_state})")
-
-
-def check_algorithm_allowed(
-    dataset_ddo: dict[str, Any],
-    service: dict[str, Any],
-    algorithm: ComputeAlgorithm,
-    algorithm_ddo: dict[str, Any] | None,
-) -> None:
-    """Check the dataset's compute service accepts the algorithm, as the Provider will.
-
-    Raw algorithms need ``compute.allowRawAlgorithm``. A DID algorithm is accepted when both
-    ``publisherTrustedAlgorithms`` and ``publisherTrustedAlgorithmPublishers`` are empty; otherwise its
-    publisher (``nft.owner``) must be listed when publishers are given, and its DID must be listed with a
-    matching ``containerSectionChecksum`` when trusted algorithms are given. (``filesChecksum`` needs the
-    decrypted files; only the Provider can check it.)
-
-    :param dataset_ddo: the dataset's DDO.
-    :param service: the dataset's compute service.
-    :param algorithm: the algorithm.
-    :param algorithm_ddo: the algorithm's DDO (DID algorithms).
-    """
-    if service.get("type") != "compute":
-        return
-    did = dataset_ddo.get("id", "?")
-    compute = service.get("compute") or {}
-    if algorithm.is_raw:
-        if compute.get("allowRawAlgorithm") is not True:
-            raise OceanValidationError(
-                f"The compute service {service.get('id')} of {did} does not allow raw algorithms "
-                "(compute.allowRawAlgorithm is false); use a published algorithm DID"
-            )
-        return
-    trusted = compute.get("publisherTrustedAlgorithms") or []
-    publishers = compute.get("publisherTrustedAlgorithmPublishers") or []
-    if not trusted and not publishers:
-        return
-    algorithm_ddo = algorithm_ddo or {}
-    if publishers:
-        owner = str((algorithm_ddo.get("nft") or {}).get("owner") or "")
-        if owner.lower() not in {str(p).lower() for p in publishers}:
-            raise OceanValidationError(
-                f"The algorithm {algorithm.did} is published by {owner or 'an unknown owner'}, "
-                f"which {did} does not trust (publisherTrustedAlgorithmPublishers)"
-            )
-    if trusted:
-        entries = [t for t in trusted if isinstance(t, dict) and t.get("did") == algorithm.did]
-        if not entries:
-            raise OceanValidationError(
-                f"The algorithm {algorithm.did} is not in the publisherTrustedAlgorithms of {did}"
-            )
-        expected = entries[0].get("containerSectionChecksum")
-        container = ((algorithm_ddo.get("metadata") or {}).get("algorithm") or {}).get("container") or {}
-        if expected and container and container_section_checksum(container) != str(expected).lower():
-            raise OceanValidationError(
-                f"The container of algorithm {algorithm.did} changed since {did} trusted it "
-                "(containerSectionChecksum mismatch)"
-            )
-
-
-def check_algorithm_ddo(ddo: dict[str, Any], service: dict[str, Any], *, chain_id: int | None) -> None:
-    """Check an algorithm's DDO: an algorithm asset with a container and an orderable service.
-
-    :param ddo: the algorithm DDO.
-    :param service: the chosen service.
-    :param chain_id: the chain the hook pays on.
-    """
-    did = ddo.get("id", "?")
-    if chain_id is not None and ddo.get("chainId") is not None and int(ddo["chainId"]) != int(chain_id):
-        raise OceanValidationError(
-            f"The algorithm {did} lives on chain {ddo['chainId']}, the connection on {chain_id}"
-        )
-    metadata = ddo.get("metadata") or {}
-    if metadata.get("type") != "algorithm":
-        raise OceanValidationError(
-            f"{did} is not an algorithm asset (metadata.type is {metadata.get('type')!r})"
-        )
-    container = (metadata.get("algorithm") or {}).get("container") or {}
-    missing = [k for k in ("entrypoint", "image", "checksum") if not container.get(k)]
-    if missing:
-        raise OceanValidationError(f"The algorithm {did} has no container {', '.join(missing)}")
-    if service.get("type") not in ("access", "compute"):
-        raise OceanValidationError(f"Service {service.get('id')} of algorithm {did} is not access/compute")
-    if not service.get("datatokenAddress"):
-        raise OceanValidationError(f"Service {service.get('id')} of {did} has no datatokenAddress")
 
 
 # -- orders ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ProviderFee:
-    """A provider fee as signed by the Provider, ready to be passed to ``startOrder``/``reuseOrder``.
-
-    :param address: ``providerFeeAddress``.
-    :param token: ``providerFeeToken``.
-    :param amount: ``providerFeeAmount`` in base units.
-    :param v: signature ``v`` (27/28).
-    :param r: signature ``r``.
-    :param s: signature ``s``.
-    :param valid_until: unix seconds.
-    :param provider_data: the raw ``providerData`` bytes (compact JSON).
-    """
-
-    address: str
-    token: str
-    amount: int
-    v: int
-    r: bytes
-    s: bytes
-    valid_until: int
-    provider_data: bytes
-
-    @classmethod
-    def from_json(cls, data: Any) -> ProviderFee:
-        """Parse the ``providerFee`` object of ``initializeCompute``.
-
-        :param data: the object (amount as a decimal string, r/s/providerData as 0x-hex).
-        """
-        if not isinstance(data, dict):
-            raise OceanValidationError("initializeCompute returned a providerFee that is not an object")
-        try:
-            v = int(data["v"])
-            return cls(
-                address=to_checksum_address(data["providerFeeAddress"]),
-                token=to_checksum_address(data["providerFeeToken"]),
-                amount=int(str(data["providerFeeAmount"])),
-                v=v + 27 if v in (0, 1) else v,
-                r=_bytes32(data["r"]),
-                s=_bytes32(data["s"]),
-                valid_until=int(data["validUntil"]),
-                provider_data=_hex_bytes(data["providerData"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise OceanValidationError(
-                f"initializeCompute returned a malformed providerFee ({exc})"
-            ) from None
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The ABI tuple ``(address, token, amount, v, r, s, validUntil, providerData)`` — data last."""
-        return (
-            self.address,
-            self.token,
-            self.amount,
-            self.v,
-            self.r,
-            self.s,
-            self.valid_until,
-            self.provider_data,
-        )
-
-    def data(self) -> dict[str, Any] | None:
-        """The decoded ``providerData`` JSON (``environment``, ``timestamp``, ``dt``, ``id``), if JSON."""
-        try:
-            value = json.loads(self.provider_data.decode())
-        except (UnicodeDecodeError, ValueError):
-            return None
-        return value if isinstance(value, dict) else None
-
-    @property
-    def is_payable(self) -> bool:
-        """True when this fee moves tokens (non-zero amount in a real token)."""
-        return self.amount > 0 and self.token.lower() != ZERO_ADDRESS
-
-
-def _hex_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    text = str(value)
-    return bytes.fromhex(text[2:] if text.startswith(("0x", "0X")) else text)
-
-
-def _bytes32(value: Any) -> bytes:
-    raw = _hex_bytes(value)
-    if len(raw) > 32:
-        raise ValueError("signature part longer than 32 bytes")
-    return raw.rjust(32, b"\0")
-
-
-@dataclass
-class OrderRequest:
-    """One input to pay for.
-
-    :param role: ``dataset`` or ``algorithm``.
-    :param did: the asset DID.
-    :param service_id: the service id.
-    :param service_index: position of the service in the DDO's ``services[]``.
-    :param datatoken: the service's datatoken.
-    :param quote: this input's item of the ``initializeCompute`` answer.
-    :param transfer_tx_id: the order tx that was passed to ``initializeCompute``, if any.
-    """
-
-    role: str
-    did: str
-    service_id: str
-    service_index: int
-    datatoken: str
-    quote: dict[str, Any]
-    transfer_tx_id: str | None = None
-
-
 @dataclass
 class _Planned:
     request: OrderRequest
@@ -352,18 +60,6 @@ class _Planned:
     publish_fee: tuple[str, str, int] | None = None
     gas: int = 0
     data: bytes = b""
-
-
-@dataclass
-class _Acquisition:
-    kind: str  # "dispense" | "buy"
-    datatoken: str
-    amount: int
-    contract: str
-    exchange_id: bytes = b""
-    base_token: str | None = None
-    base_cost: int = 0
-    needs_approval: bool = False
 
 
 @dataclass
@@ -383,7 +79,7 @@ class PaymentPlan:
     orders: list[_Planned]
     fee_totals: dict[str, int] = field(default_factory=dict)
     approvals: list[tuple[str, str, int]] = field(default_factory=list)
-    acquisitions: list[_Acquisition] = field(default_factory=list)
+    acquisitions: list[Acquisition] = field(default_factory=list)
     gas: int = 0
     gas_price: int = 0
     fees: dict[str, int] = field(default_factory=dict)
@@ -408,13 +104,13 @@ class OrderPayer:
         acquire: str | None = None,
         max_datatoken_price: int | None = None,
     ) -> None:
-        if acquire not in (None, *ACQUIRE_MODES):
-            raise OceanValidationError(f"acquire must be one of {ACQUIRE_MODES} or None, got {acquire!r}")
+        check_mode(acquire)
         self.rpc = rpc
         self.sender = sender
         self.payer = sender.address
-        self.acquire = acquire
-        self.max_datatoken_price = max_datatoken_price
+        self.acquirer = DatatokenAcquirer(
+            self.payer, acquire, max_datatoken_price, read=self._call, transact=self._transact
+        )
         # eth_call answers read while planning (a snapshot: one read per (contract, call) per plan)
         self._reads: dict[tuple[str, bytes], Any] | None = None
 
@@ -425,7 +121,7 @@ class OrderPayer:
     def _call(self, to: str, signature: str, args: tuple[Any, ...], out: list[str]) -> tuple[Any, ...]:
         to = to_checksum_address(to)
         data = abi.encode_call(signature, *args)
-        with _translate(f"{signature.split('(')[0]} on {to}"):
+        with chain_errors(f"{signature.split('(')[0]} on {to}"):
             if self._reads is not None and (to, data) in self._reads:
                 raw = self._reads[(to, data)]
                 if isinstance(raw, Exception):
@@ -450,7 +146,7 @@ class OrderPayer:
                 wanted.append(key)
         if len(wanted) < 2:  # one read costs one round trip either way
             return
-        with _translate(f"read {len(wanted)} balances, allowances and fees"):
+        with chain_errors(f"read {len(wanted)} balances, allowances and fees"):
             results = self.rpc.request_batch(
                 [("eth_call", [{"to": to, "data": "0x" + data.hex()}, "latest"]) for to, data in wanted]
             )
@@ -626,7 +322,7 @@ class OrderPayer:
             held = self.balance_of(datatoken, self.payer)
             if held >= need:
                 continue
-            acquisition = self._plan_acquisition(datatoken, need - held, held)
+            acquisition = self.acquirer.plan(datatoken, need - held, held)
             plan.acquisitions.append(acquisition)
             if acquisition.base_token is not None:
                 base = acquisition.base_token
@@ -649,88 +345,6 @@ class OrderPayer:
 
         self._budget_gas(plan)
         return plan
-
-    def _plan_acquisition(self, datatoken: str, shortfall: int, held: int) -> _Acquisition:
-        reasons: list[str] = []
-        if self.acquire in ("dispenser", "any"):
-            found = self._plan_dispense(datatoken, shortfall, held, reasons)
-            if found is not None:
-                return found
-        if self.acquire in ("fixed_rate", "any"):
-            found = self._plan_buy(datatoken, shortfall, reasons)
-            if found is not None:
-                return found
-        if self.acquire is None:
-            reasons.append("datatoken acquisition is off (acquire=None)")
-        raise OceanInsufficientFundsError(
-            f"{self.payer} holds {held} base units of datatoken {datatoken} but needs {held + shortfall} "
-            f"(1 datatoken per new order); nothing was sent. " + "; ".join(reasons),
-            hint=(
-                "get datatokens first, or enable acquire='dispenser'/'fixed_rate' (with max_datatoken_price)"
-            ),
-        )
-
-    def _plan_dispense(
-        self, datatoken: str, shortfall: int, held: int, reasons: list[str]
-    ) -> _Acquisition | None:
-        dispensers = self._call(datatoken, abi.DT_GET_DISPENSERS, (), ["address[]"])[0]
-        if not dispensers:
-            reasons.append("the datatoken has no dispenser")
-        for dispenser in dispensers:
-            dispenser = to_checksum_address(dispenser)
-            active, _owner, is_minter, max_tokens, max_balance, balance, allowed = self._call(
-                dispenser, abi.DISPENSER_STATUS, (datatoken,), _DISPENSER_STATUS_TYPES
-            )
-            if not active:
-                reasons.append(f"dispenser {dispenser} is inactive")
-            elif allowed.lower() != ZERO_ADDRESS and allowed.lower() != self.payer.lower():
-                reasons.append(f"dispenser {dispenser} only serves {allowed}")
-            elif shortfall > max_tokens:
-                reasons.append(f"dispenser {dispenser} gives at most {max_tokens} per call")
-            elif held >= max_balance:
-                reasons.append(f"dispenser {dispenser} refuses holders of {max_balance} or more")
-            elif not is_minter and balance < shortfall:
-                reasons.append(f"dispenser {dispenser} holds only {balance}")
-            else:
-                return _Acquisition("dispense", datatoken, shortfall, dispenser)
-        return None
-
-    def _plan_buy(self, datatoken: str, shortfall: int, reasons: list[str]) -> _Acquisition | None:
-        rates = self._call(datatoken, abi.DT_GET_FIXED_RATES, (), ["(address,bytes32)[]"])[0]
-        if not rates:
-            reasons.append("the datatoken has no fixed-rate exchange")
-        for contract, exchange_id in rates:
-            contract = to_checksum_address(contract)
-            exchange = self._call(contract, abi.FRE_GET_EXCHANGE, (exchange_id,), _EXCHANGE_TYPES)
-            if not exchange[6]:
-                reasons.append(f"exchange {exchange_id.hex()} is inactive")
-                continue
-            base_token = to_checksum_address(exchange[3])
-            cost = int(
-                self._call(contract, abi.FRE_CALC_BASE_IN, (exchange_id, shortfall, 0), ["uint256"] * 4)[0]
-            )
-            if self.max_datatoken_price is None:
-                reasons.append(
-                    f"exchange {exchange_id.hex()} asks {cost} of {base_token}; no max_datatoken_price set"
-                )
-                continue
-            limit = int(self.max_datatoken_price) * shortfall // ONE_DATATOKEN
-            if cost > limit:
-                reasons.append(
-                    f"exchange {exchange_id.hex()} asks {cost} of {base_token}, above the limit {limit} "
-                    "(max_datatoken_price)"
-                )
-                continue
-            return _Acquisition(
-                "buy",
-                datatoken,
-                shortfall,
-                contract,
-                exchange_id=exchange_id,
-                base_token=base_token,
-                base_cost=cost,
-            )
-        return None
 
     def _estimate_result(self, result: Any, what: str) -> int:
         """Gas to budget from an ``eth_estimateGas`` answer (a quantity, or the node's error)."""
@@ -777,7 +391,7 @@ class OrderPayer:
             ("eth_getBalance", [self.payer, "latest"]),
             ("eth_maxPriorityFeePerGas", []),
         ]
-        with _translate("estimate gas and read the gas price and balance"):
+        with chain_errors("estimate gas and read the gas price and balance"):
             results = self.rpc.request_batch(calls)
             block, gas_price, native = (_answer(r) for r in results[len(estimated) : len(estimated) + 3])
         tip = results[-1]
@@ -825,9 +439,10 @@ class OrderPayer:
         """
         fees = plan.fees or None
         for acquisition in plan.acquisitions:
-            self._acquire(acquisition, fees)
+            self.acquirer.execute(acquisition, fees)
         if plan.approvals:
-            with self.sender.batch():
+            # (entering a batch may read the chain id: its chain errors are translated too)
+            with chain_errors("approve the fee tokens"), self.sender.batch():
                 sent = [
                     self._send(
                         token,
@@ -843,7 +458,7 @@ class OrderPayer:
         sent_orders: list[tuple[_Planned, SentTransaction]] = []
         # One hold of the nonce lock for all orders: one pending-count read, consecutive nonces, and
         # the orders reach the node back to back (mined together).
-        with self.sender.batch():
+        with chain_errors("send the orders"), self.sender.batch():
             for item in plan.orders:
                 if item.action == "valid":
                     continue
@@ -883,39 +498,6 @@ class OrderPayer:
             )
         return out
 
-    def _acquire(self, acquisition: _Acquisition, fees: dict[str, int] | None = None) -> None:
-        if acquisition.kind == "dispense":
-            data = abi.encode_call(
-                abi.DISPENSER_DISPENSE, acquisition.datatoken, acquisition.amount, self.payer
-            )
-            self._wait(self._send(acquisition.contract, data, f"dispense {acquisition.datatoken}", fees=fees))
-            log.info("Dispensed %s of datatoken %s", acquisition.amount, acquisition.datatoken)
-            return
-        assert acquisition.base_token is not None
-        if acquisition.needs_approval:
-            approve = abi.encode_call(abi.ERC20_APPROVE, acquisition.contract, acquisition.base_cost)
-            self._wait(
-                self._send(
-                    acquisition.base_token, approve, f"approve {acquisition.base_token} to FRE", fees=fees
-                )
-            )
-        buy = abi.encode_call(
-            abi.FRE_BUY_DT,
-            acquisition.exchange_id,
-            acquisition.amount,
-            acquisition.base_cost,
-            ZERO_ADDRESS,
-            0,
-        )
-        self._wait(self._send(acquisition.contract, buy, f"buyDT {acquisition.datatoken}", fees=fees))
-        log.info(
-            "Bought %s of datatoken %s for %s of %s",
-            acquisition.amount,
-            acquisition.datatoken,
-            acquisition.base_cost,
-            acquisition.base_token,
-        )
-
     def _send(
         self,
         to: str,
@@ -926,13 +508,17 @@ class OrderPayer:
         paid: list[tuple[_Planned, SentTransaction]] | None = None,
         fees: dict[str, int] | None = None,
     ) -> SentTransaction:
-        with _translate(what, paid=paid):
+        with chain_errors(what, paid=_sent(paid)):
             return self.sender.send(to_checksum_address(to), data, gas=gas, what=what, fees=fees)
+
+    def _transact(self, to: str, data: bytes, what: str, fees: dict[str, int] | None) -> dict[str, Any]:
+        """Send one transaction and wait for its receipt (the acquirer's transactions)."""
+        return self._wait(self._send(to, data, what, fees=fees))
 
     def _wait(
         self, sent: SentTransaction, *, paid: list[tuple[_Planned, SentTransaction]] | None = None
     ) -> dict[str, Any]:
-        with _translate(sent.what, paid=paid):
+        with chain_errors(sent.what, paid=_sent(paid)):
             return self.sender.wait(sent)
 
     def _check_events(self, item: _Planned, receipt: dict[str, Any], tx_hash: str) -> None:
@@ -975,79 +561,17 @@ def _answer(result: Any) -> Any:
     return result
 
 
+def _sent(paid: list[tuple[_Planned, SentTransaction]] | None) -> list[tuple[str, str]]:
+    """``(did, tx hash)`` of the orders already sent, for the error messages."""
+    return [(item.request.did, sent.tx_hash) for item, sent in paid or []]
+
+
 def _hex_tx(value: Any) -> str:
     text = value.hex() if isinstance(value, bytes) else str(value)
     return text if text.startswith("0x") else "0x" + text
 
 
-class _translate:
-    """Context manager turning chain errors into Ocean exceptions (listing orders already paid)."""
-
-    def __init__(self, what: str, *, paid: list[tuple[_Planned, SentTransaction]] | None = None) -> None:
-        self.what = what
-        self.paid = paid or []
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, ChainError):
-            return False
-        already = ""
-        if self.paid:
-            already = " Orders already sent (reuse them as transfer tx ids): " + ", ".join(
-                f"{p.request.did}={s.tx_hash}" for p, s in self.paid
-            )
-        if isinstance(exc, TransactionRevertedError):
-            raise OceanPaymentError(
-                f"{self.what} reverted: {exc.reason or 'no reason'} (tx {exc.tx_hash}).{already}",
-                tx_hash=exc.tx_hash,
-                spent=True,
-            ) from None
-        if isinstance(exc, ReceiptTimeoutError):
-            raise OceanPaymentError(
-                f"{self.what}: {exc}.{already}",
-                tx_hash=exc.tx_hash,
-                spent=True,
-                hint="the transaction may still be mined; check it before paying again",
-            ) from None
-        if isinstance(exc, RpcUnavailableError):
-            raise OceanConnectionError(f"{self.what}: {exc}.{already}") from None
-        message = exc.rpc_message if isinstance(exc, RpcError) else str(exc)
-        insufficient = "insufficient funds" in message.lower()
-        raise OceanPaymentError(
-            f"{self.what} failed: {message}.{already}",
-            spent=bool(self.paid),
-            hint="the wallet lacks native gas funds" if insufficient else None,
-        ) from None
-
-
-def make_requests(
-    items: list[tuple[str, str, str, int, str, str | None]],
-    quotes: list[dict[str, Any]],
-) -> list[OrderRequest]:
-    """Zip ``(role, did, service_id, service_index, datatoken, passed tx)`` with their quotes.
-
-    :param items: the inputs.
-    :param quotes: the matching ``initializeCompute`` items.
-    """
-    if len(items) != len(quotes):
-        raise OceanValidationError(f"{len(quotes)} quotes for {len(items)} inputs")
-    return [
-        OrderRequest(role, did, sid, index, dt, quote, tx)
-        for (role, did, sid, index, dt, tx), quote in zip(items, quotes, strict=True)
-    ]
-
-
 __all__ = [
     "OrderPayer",
-    "OrderRequest",
     "PaymentPlan",
-    "ProviderFee",
-    "check_algorithm_allowed",
-    "check_algorithm_ddo",
-    "check_dataset_service",
-    "container_section_checksum",
-    "find_service",
-    "make_requests",
 ]
