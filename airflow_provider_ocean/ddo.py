@@ -8,13 +8,17 @@ trust, an algorithm DDO without a container.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ocean.exceptions import OceanValidationError
+from airflow_provider_ocean.records import Orderable
 
 if TYPE_CHECKING:
-    from airflow_provider_ocean.models import ComputeAlgorithm
+    from collections.abc import Callable
+
+    from airflow_provider_ocean.models import ComputeAlgorithm, ComputeInput
 
 
 def find_service(ddo: dict[str, Any], service_id: str | None, *, role: str) -> tuple[dict[str, Any], int]:
@@ -180,3 +184,61 @@ __all__ = [
     "container_section_checksum",
     "find_service",
 ]
+
+
+@dataclasses.dataclass
+class ResolvedInputs:
+    """The inputs of a Provider v4 job with their services resolved and checked.
+
+    :param datasets: the datasets, each with its ``service_id``.
+    :param algorithm: the algorithm (a DID algorithm with its ``service_id``).
+    :param orderables: what must be ordered: the datasets, then a DID algorithm.
+    """
+
+    datasets: list[ComputeInput]
+    algorithm: ComputeAlgorithm
+    orderables: list[Orderable]
+
+
+def resolve_inputs(
+    get_ddo: Callable[[str], dict[str, Any]],
+    datasets: list[ComputeInput],
+    algorithm: ComputeAlgorithm,
+    *,
+    chain_id: int | None,
+) -> ResolvedInputs:
+    """Read every input's DDO and check it as a Provider v4 would, before anything is spent.
+
+    :param get_ddo: reads a DDO by DID.
+    :param datasets: the datasets (at least one).
+    :param algorithm: the algorithm (raw or DID).
+    :param chain_id: the connection's chain.
+    :raises OceanValidationError: no dataset, or a check failed (the message names the asset and field).
+    """
+    if not datasets:
+        raise OceanValidationError("A compute job needs at least one dataset")
+    algorithm_ddo = None
+    algo_entry = None
+    if not algorithm.is_raw:
+        algorithm_ddo = get_ddo(str(algorithm.did))
+        service, index = find_service(algorithm_ddo, algorithm.service_id, role="algorithm")
+        check_algorithm_ddo(algorithm_ddo, service, chain_id=chain_id)
+        algorithm = dataclasses.replace(algorithm, service_id=str(service["id"]))
+        algo_entry = Orderable(
+            "algorithm", str(algorithm.did), str(service["id"]), index, str(service["datatokenAddress"])
+        )
+    resolved: list[ComputeInput] = []
+    orderables: list[Orderable] = []
+    for position, item in enumerate(datasets):
+        role = "dataset" if position == 0 else "additional dataset"
+        ddo = get_ddo(item.did)
+        service, index = find_service(ddo, item.service_id, role=role)
+        check_dataset_service(ddo, service, role=role, chain_id=chain_id)
+        check_algorithm_allowed(ddo, service, algorithm, algorithm_ddo)
+        resolved.append(dataclasses.replace(item, service_id=str(service["id"])))
+        orderables.append(
+            Orderable("dataset", item.did, str(service["id"]), index, str(service["datatokenAddress"]))
+        )
+    if algo_entry is not None:
+        orderables.append(algo_entry)
+    return ResolvedInputs(resolved, algorithm, orderables)

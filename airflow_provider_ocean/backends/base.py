@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from airflow_provider_ocean.exceptions import OceanConfigError
+from airflow_provider_ocean.exceptions import OceanConfigError, OceanConnectionError, OceanError, redact
 
 if TYPE_CHECKING:
     import os
@@ -130,6 +130,28 @@ class BackendContext:
     def sender(self) -> TransactionSender:
         """Transaction sender of the consumer wallet."""
         return self.signer.transaction_sender(self.rpc)
+
+    def check_rpc_chain(self, chain_id: int) -> None:
+        """Check, before anything is paid, that the RPC node answers and serves the connection's chain.
+
+        :param chain_id: the connection's chain.
+        :raises OceanConnectionError: the RPC node cannot be reached.
+        :raises OceanConfigError: it serves another chain.
+        """
+        try:
+            rpc_chain_id = self.sender.chain_id
+        except OceanError:
+            raise
+        except Exception as exc:  # the chain client's errors (chain/errors.py) and transport errors
+            raise OceanConnectionError(
+                f"The RPC node at {self.settings.rpc_url} cannot be reached: {redact(str(exc))}",
+                url=self.settings.rpc_url,
+            ) from exc
+        if rpc_chain_id != chain_id:
+            raise OceanConfigError(
+                f"The RPC node at {self.settings.rpc_url} serves chain {rpc_chain_id}, "
+                f"the connection says {chain_id}"
+            )
 
     def chain_id(self, served: Callable[[], list[int]], server: str) -> int:
         """The connection's ``chain_id``, else the server's only chain.

@@ -39,7 +39,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_ocean.backends.recovery import epoch, outcome_unknown, resolve_unknown_start
 from airflow_provider_ocean.exceptions import (
-    OceanConfigError,
     OceanConnectionError,
     OceanError,
     OceanJobNotFoundError,
@@ -255,11 +254,7 @@ class OceanNodeBackend:
             self.ctx.log.info("Free Ocean Node job on environment %s: nothing to pay", env.id)
             return payment.to_dict()
 
-        if self.ctx.sender.chain_id != chain_id:
-            raise OceanConfigError(
-                f"The RPC node at {self.ctx.settings.rpc_url} serves chain {self.ctx.sender.chain_id}, "
-                f"the connection says {chain_id}"
-            )
+        self.ctx.check_rpc_chain(chain_id)
         # the node's initializeCompute route refuses any dataset without a documentId (400 "Missing
         # dataset did"): raw URL datasets cost nothing to quote, so only the DID inputs are sent
         quote_datasets = []

@@ -15,8 +15,8 @@ from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_ocean.backends.recovery import epoch, outcome_unknown, resolve_unknown_start
+from airflow_provider_ocean.ddo import resolve_inputs
 from airflow_provider_ocean.exceptions import (
-    OceanConfigError,
     OceanConnectionError,
     OceanError,
     OceanJobNotFoundError,
@@ -24,10 +24,9 @@ from airflow_provider_ocean.exceptions import (
     OceanProviderError,
     OceanStartOutcomeUnknownError,
     OceanValidationError,
-    redact,
 )
 from airflow_provider_ocean.models import ComputeAlgorithm, ComputeEnvironment, ComputeInput, JobStatus
-from airflow_provider_ocean.records import Orderable, Payment, StartAttempt, split_transfer_tx_ids, unique
+from airflow_provider_ocean.records import Payment, StartAttempt, split_transfer_tx_ids, unique
 
 if TYPE_CHECKING:
     import os
@@ -42,14 +41,6 @@ START_CLOCK_SKEW = 300.0
 #: How many blocks back :meth:`ProviderV4Backend.recent_orders` looks for orders paid by this wallet.
 ORDER_LOOKBACK_BLOCKS = 5000
 _IN_USE = "already in use for other job"
-
-
-@dataclasses.dataclass
-class _Prepared:
-    datasets: list[ComputeInput]
-    algorithm: ComputeAlgorithm
-    #: datasets, then a DID algorithm
-    orderables: list[Orderable]
 
 
 class ProviderV4Backend:
@@ -134,44 +125,6 @@ class ProviderV4Backend:
             return self.client.choose_free_environment(self.chain_id)
         return self.client.get_environment(self.chain_id, environment)
 
-    # -- pre-spend validation ------------------------------------------------------------------------
-    def _prepare(self, datasets: list[ComputeInput], algorithm: ComputeAlgorithm) -> _Prepared:
-        from airflow_provider_ocean.ddo import (
-            check_algorithm_allowed,
-            check_algorithm_ddo,
-            check_dataset_service,
-            find_service,
-        )
-
-        if not datasets:
-            raise OceanValidationError("A compute job needs at least one dataset")
-        algorithm_ddo = None
-        algo_entry = None
-        if not algorithm.is_raw:
-            assert algorithm.did is not None
-            algorithm_ddo = self.ctx.get_ddo(algorithm.did)
-            service, index = find_service(algorithm_ddo, algorithm.service_id, role="algorithm")
-            check_algorithm_ddo(algorithm_ddo, service, chain_id=self.chain_id)
-            algorithm = dataclasses.replace(algorithm, service_id=str(service["id"]))
-            algo_entry = Orderable(
-                "algorithm", str(algorithm.did), str(service["id"]), index, str(service["datatokenAddress"])
-            )
-        resolved: list[ComputeInput] = []
-        orderables: list[Orderable] = []
-        for position, item in enumerate(datasets):
-            role = "dataset" if position == 0 else "additional dataset"
-            ddo = self.ctx.get_ddo(item.did)
-            service, index = find_service(ddo, item.service_id, role=role)
-            check_dataset_service(ddo, service, role=role, chain_id=self.chain_id)
-            check_algorithm_allowed(ddo, service, algorithm, algorithm_ddo)
-            resolved.append(dataclasses.replace(item, service_id=str(service["id"])))
-            orderables.append(
-                Orderable("dataset", item.did, str(service["id"]), index, str(service["datatokenAddress"]))
-            )
-        if algo_entry is not None:
-            orderables.append(algo_entry)
-        return _Prepared(resolved, algorithm, orderables)
-
     @staticmethod
     def _valid_until(valid_until: int | float | datetime | timedelta | None, env: ComputeEnvironment) -> int:
         now = time.time()
@@ -244,7 +197,7 @@ class ProviderV4Backend:
             tx or item.transfer_tx_id for tx, item in zip(passed_datasets, inputs, strict=True)
         ]
         passed_algorithm = passed_algorithm or algo.transfer_tx_id
-        prepared = self._prepare(inputs, algo)
+        prepared = resolve_inputs(self.ctx.get_ddo, inputs, algo, chain_id=self.chain_id)
         if isinstance(transfer_tx_ids, dict):
             # Reusing an earlier payment: ask for no more than it covers while that still fits a whole job,
             # so a still-valid fee needs no transaction (asking for more would make the Provider want a
@@ -257,22 +210,7 @@ class ProviderV4Backend:
                 ):
                     valid_until = int(previous)
         until = self._valid_until(valid_until, env)
-        try:
-            rpc_chain_id = self.ctx.sender.chain_id
-        except OceanError:
-            raise
-        except Exception as exc:
-            from airflow_provider_ocean.exceptions import OceanConnectionError
-
-            raise OceanConnectionError(
-                f"The RPC node at {self.ctx.settings.rpc_url} cannot be reached: {redact(str(exc))}",
-                url=self.ctx.settings.rpc_url,
-            ) from exc
-        if rpc_chain_id != self.chain_id:
-            raise OceanConfigError(
-                f"The RPC node at {self.ctx.settings.rpc_url} serves chain {self.ctx.sender.chain_id}, "
-                f"the connection says {self.chain_id}"
-            )
+        self.ctx.check_rpc_chain(self.chain_id)
 
         dataset_requests = []
         for item, tx in zip(prepared.datasets, passed_datasets, strict=True):
@@ -566,47 +504,27 @@ class ProviderV4Backend:
         :return: ``{"datasets": [tx | None, ...], "algorithm": tx | None, "environment": id,
             "valid_until": what their provider fees cover}``, or ``None`` when no input has such an order.
         """
-        from airflow_provider_ocean.chain.abi import ORDER_STARTED, PROVIDER_FEE, decode_events
+        from airflow_provider_ocean.payment.history import recent_orders
 
         inputs = [ComputeInput.coerce(d) for d in datasets]
         algo = ComputeAlgorithm.coerce(algorithm)
         env = self.resolve_environment(environment)
-        prepared = self._prepare(inputs, algo)
-        latest = self.ctx.rpc.block_number()
-        consumer_topic = "0x" + env.consumer_address.lower().removeprefix("0x").rjust(64, "0")
-        found: list[str | None] = []
-        for orderable in prepared.orderables:
-            logs = self.ctx.rpc.get_logs(
-                {
-                    "address": orderable.datatoken,
-                    "fromBlock": hex(max(0, latest - lookback_blocks)),
-                    "toBlock": "latest",
-                    "topics": [ORDER_STARTED.topic0, consumer_topic],
-                }
-            )
-            newest = None
-            for entry in logs:  # in chain order: the last match is the newest
-                event = ORDER_STARTED.decode_log(entry)
-                if (
-                    event is not None
-                    and str(event["payer"]).lower() == self.ctx.consumer_address.lower()
-                    and int(event["serviceIndex"]) == orderable.service_index
-                ):
-                    newest = entry.get("transactionHash")
-            found.append(newest)
+        prepared = resolve_inputs(self.ctx.get_ddo, inputs, algo, chain_id=self.chain_id)
+        found, covered = recent_orders(
+            self.ctx.rpc,
+            prepared.orderables,
+            consumer=env.consumer_address,
+            payer=self.ctx.consumer_address,
+            lookback_blocks=lookback_blocks,
+        )
         if not any(found):
             return None
-        # What the orders' provider fees cover: asking for no more lets still-valid orders need no tx.
-        covered = []
-        for tx in filter(None, found):
-            receipt = self.ctx.rpc.get_transaction_receipt(tx) or {}
-            covered += [int(fee["validUntil"]) for fee in decode_events(PROVIDER_FEE, receipt)]
         count = len(prepared.datasets)
         return {
             "datasets": found[:count],
             "algorithm": found[count] if len(found) > count else None,
             "environment": env.id,
-            "valid_until": min(covered) if covered else None,
+            "valid_until": covered,
         }
 
     # -- jobs ----------------------------------------------------------------------------------------
