@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ocean.exceptions import OceanFeeCapError, OceanValidationError
+from airflow_provider_ocean.exceptions import OceanConnectionError, OceanFeeCapError, OceanValidationError
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 from airflow_provider_ocean.models import JobStatus
 from airflow_provider_ocean.payment.escrow import EscrowPayer
@@ -212,4 +212,28 @@ def test_node_options_are_refused_on_a_provider(ocean_conn: str) -> None:
     with pytest.raises(OceanValidationError, match="only apply to Ocean Node"):
         OceanComputeHook(ocean_conn).pay_for_compute(
             ["did:op:" + "0" * 64], "did:op:" + "1" * 64, resources={"cpu": 1}
+        )
+
+
+def test_paid_job_with_an_unreachable_rpc_is_a_connection_error_before_anything_is_sent(
+    node_sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node backend checks the RPC node as the Provider v4 backend does (it used to let the chain
+    client's raw error through)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    conn = json.loads(node_sandbox["conn_json"])
+    conn["extra"]["rpc_url"] = f"http://127.0.0.1:{closed}"
+    monkeypatch.setenv("AIRFLOW_CONN_OCEAN_NODE_NO_RPC", json.dumps(conn))
+    hook = OceanComputeHook("ocean_node_no_rpc", retry_delay=0.0)
+    with pytest.raises(OceanConnectionError, match="cannot be reached"):
+        hook.pay_for_compute(
+            [weather(node_sandbox)],
+            sample_algorithm(),
+            node_sandbox["environments"]["paid"],
+            max_fee=10 * ONE,
+            max_job_duration=60,
         )
