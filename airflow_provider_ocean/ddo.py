@@ -41,7 +41,7 @@ def find_service(ddo: dict[str, Any], service_id: str | None, *, role: str) -> t
         raise OceanValidationError(
             f"The {role} {did} has no service {service_id!r} (services: {known or 'none'})"
         )
-    wanted = ("access", "compute") if role == "algorithm" else ("compute", "access")
+    wanted: tuple[str, ...] = ("access", "compute") if role == "algorithm" else ("compute", "access")
     if role == "dataset":
         wanted = ("compute",)
     for kind in wanted:

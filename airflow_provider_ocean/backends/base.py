@@ -7,12 +7,11 @@ the wallet's signer, the chain client, a DDO reader) and hands it to the backend
 from __future__ import annotations
 
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_ocean.exceptions import OceanConfigError, OceanConnectionError, OceanError, redact
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Callable, Iterable
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
@@ -24,24 +23,20 @@ if TYPE_CHECKING:
     )
     from airflow_provider_ocean.settings import OceanConnectionSettings
     from airflow_provider_ocean.signing import Signer
+    from airflow_provider_ocean.wire.download import Destination
 
 
 class Log(Protocol):
     """What the backends log through: a :class:`logging.Logger` or the hook's Airflow logger."""
 
-    def info(self, msg: str, *args: Any) -> None: ...
+    def info(self, msg: str, /, *args: Any) -> Any: ...
 
-    def warning(self, msg: str, *args: Any) -> None: ...
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
 
 
 def _mask(secret: str) -> None:
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - Airflow 2
-        try:
-            from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
-        except ImportError:
-            return
+    from airflow.sdk.log import mask_secret
+
     bare = secret[2:] if secret.lower().startswith("0x") else secret
     for value in {secret, bare, "0x" + bare}:
         mask_secret(value)
@@ -240,6 +235,4 @@ class ComputeBackend(Protocol):
 
     def delete_job(self, job_id: str) -> None: ...
 
-    def download_result(
-        self, job_id: str, index: int, destination: str | os.PathLike[str] | IO[bytes]
-    ) -> DownloadedResult: ...
+    def download_result(self, job_id: str, index: int, destination: Destination) -> DownloadedResult: ...

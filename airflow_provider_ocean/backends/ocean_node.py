@@ -35,7 +35,7 @@ import logging
 import time
 import uuid
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ocean.backends.recovery import epoch, outcome_unknown, resolve_unknown_start
 from airflow_provider_ocean.exceptions import (
@@ -58,11 +58,11 @@ from airflow_provider_ocean.wire.node_inputs import (
 )
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Callable, Iterable, Iterator
 
     from airflow_provider_ocean.backends.base import BackendContext
     from airflow_provider_ocean.models import DownloadedResult, ResultFile
+    from airflow_provider_ocean.wire.download import Destination
     from airflow_provider_ocean.wire.ocean_node import OceanNodeClient
 
 log = logging.getLogger(__name__)
@@ -560,9 +560,7 @@ class OceanNodeBackend:
             "Ocean Node does not implement job deletion (DELETE answers 404); %s kept", job_id
         )
 
-    def download_result(
-        self, job_id: str, index: int, destination: str | os.PathLike[str] | IO[bytes]
-    ) -> DownloadedResult:
+    def download_result(self, job_id: str, index: int, destination: Destination) -> DownloadedResult:
         results = self._results(job_id)
         name = next((r.filename for r in results if r.index == int(index)), None)
         return self.client.download_result(self.ctx.signer, job_id, index, destination, filename=name)

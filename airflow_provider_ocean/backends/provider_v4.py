@@ -12,7 +12,7 @@ import dataclasses
 import time
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ocean.backends.recovery import epoch, outcome_unknown, resolve_unknown_start
 from airflow_provider_ocean.ddo import resolve_inputs
@@ -29,11 +29,11 @@ from airflow_provider_ocean.models import ComputeAlgorithm, ComputeEnvironment, 
 from airflow_provider_ocean.records import Payment, StartAttempt, split_transfer_tx_ids, unique
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Callable, Iterable
 
     from airflow_provider_ocean.backends.base import BackendContext
     from airflow_provider_ocean.models import DownloadedResult
+    from airflow_provider_ocean.wire.download import Destination
     from airflow_provider_ocean.wire.provider_v4 import ProviderV4Client
 
 #: Tolerated difference between the Provider's clock (``dateCreated``) and ours.
@@ -564,9 +564,7 @@ class ProviderV4Backend:
         self.client.delete_job(self.ctx.signer, job_id)
         self.ctx.log.info("Requested deletion of compute job %s", job_id)
 
-    def download_result(
-        self, job_id: str, index: int, destination: str | os.PathLike[str] | IO[bytes]
-    ) -> DownloadedResult:
+    def download_result(self, job_id: str, index: int, destination: Destination) -> DownloadedResult:
         """Stream one result file to a file object, a path or a directory (signed; constant memory).
 
         :param job_id: the job id.

@@ -12,7 +12,7 @@ are imported when first used.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
@@ -20,7 +20,6 @@ from airflow_provider_ocean.exceptions import OceanConfigError, OceanError, reda
 from airflow_provider_ocean.settings import OceanConnectionSettings
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Callable, Iterable
     from datetime import datetime, timedelta
 
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
         ResultFile,
     )
     from airflow_provider_ocean.signing import Signer
+    from airflow_provider_ocean.wire.download import Destination
     from airflow_provider_ocean.wire.provider_v4 import ProviderV4Client
 
 __all__ = ["OceanComputeHook", "OceanConnectionSettings"]
@@ -441,9 +441,7 @@ class OceanComputeHook(BaseHook):
         """
         return self.get_job_status(job_id).results
 
-    def download_result(
-        self, job_id: str, index: int, destination: str | os.PathLike[str] | IO[bytes]
-    ) -> DownloadedResult:
+    def download_result(self, job_id: str, index: int, destination: Destination) -> DownloadedResult:
         """Stream one result file to a file object, a path or a directory (signed; constant memory).
 
         :param job_id: the job id.

@@ -480,7 +480,8 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
         self, context: Context, job: JobStatus, transfer_tx_ids: list[str], environment: str | None
     ) -> dict[str, Any]:
         """Store the job reference (then drop the pending-start record) and return it."""
-        txs = [t for t in transfer_tx_ids or [job.agreement_id] if t]
+        candidates: list[str | None] = [*(transfer_tx_ids or [])] or [job.agreement_id]
+        txs = [t for t in candidates if t]
         ref = self._job_ref(job, txs, environment)
         self._state_set(context, self.external_id_key, ref)
         self._state_delete(context, PENDING_START_STATE_KEY)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_utils import to_checksum_address
 
 from airflow_provider_ocean.exceptions import OceanValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow_provider_ocean.records import Orderable
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
@@ -129,11 +134,8 @@ class OrderRequest:
     transfer_tx_id: str | None = None
 
 
-def make_requests(
-    items: list[tuple[str, str, str, int, str, str | None]],
-    quotes: list[dict[str, Any]],
-) -> list[OrderRequest]:
-    """Zip ``(role, did, service_id, service_index, datatoken, passed tx)`` with their quotes.
+def make_requests(items: Sequence[Orderable], quotes: list[dict[str, Any]]) -> list[OrderRequest]:
+    """Zip the inputs to order with their quotes.
 
     :param items: the inputs.
     :param quotes: the matching ``initializeCompute`` items.

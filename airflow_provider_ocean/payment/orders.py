@@ -141,7 +141,7 @@ class OrderPayer:
             return
         wanted: list[tuple[str, bytes]] = []
         for to, signature, args in reads:
-            key = (to_checksum_address(to), abi.encode_call(signature, *args))
+            key: tuple[str, bytes] = (to_checksum_address(to), abi.encode_call(signature, *args))
             if key not in self._reads and key not in wanted:
                 wanted.append(key)
         if len(wanted) < 2:  # one read costs one round trip either way
@@ -316,13 +316,13 @@ class OrderPayer:
         dt_needs: dict[str, int] = {}
         for item in planned:
             if item.action == "start":
-                datatoken = to_checksum_address(item.request.datatoken)
-                dt_needs[datatoken] = dt_needs.get(datatoken, 0) + ONE_DATATOKEN
-        for datatoken, need in dt_needs.items():
-            held = self.balance_of(datatoken, self.payer)
+                needed: str = to_checksum_address(item.request.datatoken)
+                dt_needs[needed] = dt_needs.get(needed, 0) + ONE_DATATOKEN
+        for held_token, need in dt_needs.items():
+            held = self.balance_of(held_token, self.payer)
             if held >= need:
                 continue
-            acquisition = self.acquirer.plan(datatoken, need - held, held)
+            acquisition = self.acquirer.plan(held_token, need - held, held)
             plan.acquisitions.append(acquisition)
             if acquisition.base_token is not None:
                 base = acquisition.base_token
@@ -362,7 +362,7 @@ class OrderPayer:
         )
 
     def _budget_gas(self, plan: PaymentPlan) -> None:
-        dependent = {to_checksum_address(spender) for _t, spender, _a in plan.approvals}
+        dependent: set[str] = {to_checksum_address(spender) for _t, spender, _a in plan.approvals}
         dependent |= {a.datatoken for a in plan.acquisitions}
         gas = GAS_FALLBACK["approve"] * len(plan.approvals)
         for acquisition in plan.acquisitions:
@@ -443,7 +443,7 @@ class OrderPayer:
         if plan.approvals:
             # (entering a batch may read the chain id: its chain errors are translated too)
             with chain_errors("approve the fee tokens"), self.sender.batch():
-                sent = [
+                approvals = [
                     self._send(
                         token,
                         abi.encode_call(abi.ERC20_APPROVE, to_checksum_address(spender), amount),
@@ -452,8 +452,8 @@ class OrderPayer:
                     )
                     for token, spender, amount in plan.approvals
                 ]
-            for item in sent:
-                self._wait(item)
+            for approval in approvals:
+                self._wait(approval)
 
         sent_orders: list[tuple[_Planned, SentTransaction]] = []
         # One hold of the nonce lock for all orders: one pending-count read, consecutive nonces, and

@@ -23,7 +23,7 @@ import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Union
 from urllib.parse import unquote
 
 import requests
@@ -34,8 +34,20 @@ from airflow_provider_ocean.wire.direct_io import DIRECT_IO_MIN_BYTES, copy_body
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import TypeAlias
 
     from airflow_provider_ocean.models import ResultFile
+
+
+class BinarySink(Protocol):
+    """Where a result's bytes may be streamed: anything with ``write(bytes)`` (a file, a buffer, a tail
+    keeper, a size-capped writer)."""
+
+    def write(self, data: bytes | memoryview, /) -> Any: ...
+
+
+#: A download destination: a file path, an existing directory, or a :class:`BinarySink`.
+Destination: TypeAlias = Union[str, "os.PathLike[str]", BinarySink]  # noqa: UP007
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +120,7 @@ class ListedSizes:
 
 def save_result(
     response: requests.Response,
-    destination: str | os.PathLike[str] | IO[bytes],
+    destination: Destination,
     *,
     job_id: str,
     index: int,
@@ -142,11 +154,11 @@ def save_result(
     target: Path | None = None
     tmp_name: str | None = None
     try:
-        if hasattr(destination, "write"):
-            written = _copy(response, destination, digest, chunk_size, operation)  # type: ignore[arg-type]
+        if not isinstance(destination, str | os.PathLike):
+            written = _copy(response, destination, digest, chunk_size, operation)
             _check_size(written, expected_size, operation, response.url)
         else:
-            target = Path(destination)  # type: ignore[arg-type]
+            target = Path(destination)
             if target.is_dir():
                 target = target / safe_filename(name, fallback_name)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +260,7 @@ def _direct_target(response: requests.Response, path: str) -> tuple[http.client.
 
 
 def _copy(
-    response: requests.Response, handle: IO[bytes], digest: Any, chunk_size: int, operation: str
+    response: requests.Response, handle: BinarySink, digest: Any, chunk_size: int, operation: str
 ) -> int:
     body = _plain_body(response)
     if body is not None:
@@ -271,7 +283,7 @@ def _copy(
 def _copy_body(
     body: http.client.HTTPResponse,
     expected: int | None,
-    handle: IO[bytes],
+    handle: BinarySink,
     digest: Any,
     chunk_size: int,
     operation: str,

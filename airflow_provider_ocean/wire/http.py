@@ -48,12 +48,11 @@ from airflow_provider_ocean.wire.errors import (
 )
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Callable, Iterator
-    from typing import IO
 
     from airflow_provider_ocean.models import ComputeEnvironment, DownloadedResult
     from airflow_provider_ocean.signing import Signer
+    from airflow_provider_ocean.wire.download import Destination
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +205,7 @@ class WireClient:
         self,
         method: str,
         url: str,
+        /,
         *,
         operation: str,
         params: dict[str, Any] | None = None,
@@ -439,7 +439,7 @@ class WireClient:
         signer: Signer,
         job_id: str,
         index: int,
-        destination: str | os.PathLike[str] | IO[bytes],
+        destination: Destination,
         *,
         chunk_size: int = CHUNK_SIZE,
         filename: str | None = None,

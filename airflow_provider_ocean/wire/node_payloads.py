@@ -222,7 +222,8 @@ def job_status_from_node(
         if finished is None:
             finished = str(data.get("algoStopTimestamp") or data.get("dateCreated") or "0")
     full = full_job_id(str(data["jobId"]), environment=data.get("environment"), known=job_id)
-    payment = data.get("payment") if isinstance(data.get("payment"), dict) else {}
+    raw_payment = data.get("payment")
+    payment = raw_payment if isinstance(raw_payment, dict) else {}
     return JobStatus(
         job_id=full,
         status=status,
@@ -260,7 +261,7 @@ def env_fees(env: dict[str, Any], chain_id: int) -> list[dict[str, Any]]:
     fees = env.get("fees") or {}
     if not isinstance(fees, dict):
         return []
-    entries = fees.get(str(chain_id)) or fees.get(chain_id) or []  # type: ignore[call-overload]
+    entries = fees.get(str(chain_id)) or fees.get(chain_id) or []
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 

@@ -81,7 +81,7 @@ class ProviderV4Client(WireClient):
         addresses = self.root().get("providerAddresses") or {}
         if not isinstance(addresses, dict):
             return None
-        return addresses.get(str(chain_id)) or addresses.get(chain_id)  # type: ignore[call-overload]
+        return addresses.get(str(chain_id)) or addresses.get(chain_id)
 
     # -- environments and DDOs -----------------------------------------------------------------------
     def compute_environments(self) -> dict[int, list[ComputeEnvironment]]:
