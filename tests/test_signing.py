@@ -1,4 +1,5 @@
-"""Signing and nonces: fixed vectors of provider-v4-api.md §3.3, checked by independent recovery."""
+"""Signing and nonces: fixed vectors of docs/reference/provider-v4-api.md §3.3, checked by independent
+recovery."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The hook keeps its public methods; when the connection's backend is Ocean Node (``backend`` extra
 ``ocean_node``, or ``auto`` and ``GET /`` says ``software: "Ocean-Node"``) they delegate here. What differs
-from Provider v4 (ocean-node-api.md):
+from Provider v4 (docs/reference/ocean-node-api.md):
 
 - datasets may be DIDs (ordered to the node, as for v4) **or raw URLs** (``"https://…"``,
   ``{"url": …}`` or ``{"fileObject": {…}}``), which need no order;

@@ -1,10 +1,10 @@
 """The Provider v4 backend: validate, quote, pay the datatoken orders, start, and find lost starts.
 
-Paying (provider-v4-api.md in docs/reference, contracts-and-payment.md): ``initializeCompute`` quotes a
-signed provider fee per input, then each input's datatoken gets a ``startOrder`` (or ``reuseOrder``, or
-nothing while its fee is still valid); the order txs are the ``transferTxId`` of the start. A start whose
-answer was lost is matched by its orders: the Provider sends one of them as the job's ``agreementId``.
-"""
+Paying (docs/reference/provider-v4-api.md, docs/reference/contracts-and-payment.md):
+``initializeCompute`` quotes a signed provider fee per input, then each input's datatoken gets a
+``startOrder`` (or ``reuseOrder``, or nothing while its fee is still valid); the order txs are the
+``transferTxId`` of the start. A start whose answer was lost is matched by its orders: the Provider sends
+one of them as the job's ``agreementId``."""
 
 from __future__ import annotations
 
@@ -449,7 +449,7 @@ class ProviderV4Backend:
         clock_skew: float = START_CLOCK_SKEW,
         start_id: str | None = None,
     ) -> JobStatus | None:
-        """Find the job a start attempt created, by its orders (provider-v4-api.md §7 rule 12).
+        """Find the job a start attempt created, by its orders (docs/reference/provider-v4-api.md §7 rule 12).
 
         The Provider sends the operator the ``transferTxId`` of one input as ``agreementId`` (which one
         depends on the fees), so a job matches when its agreementId is any of the attempt's orders, it

@@ -1,8 +1,8 @@
 """Ocean Node objects mapped onto the project's models (``JobStatus``, ``ResultFile``, environments).
 
-Ocean Node's job statuses (ocean-node-api.md §3) differ from Provider v4's: 0…71, many failure codes, and
-70 ("Job finished") is reached by failed jobs too after the payment cron. :func:`job_status_from_node`
-applies the robust rule and encodes the verdict in the v4-shaped
+Ocean Node's job statuses (docs/reference/ocean-node-api.md §3) differ from Provider v4's: 0…71, many
+failure codes, and 70 ("Job finished") is reached by failed jobs too after the payment cron.
+:func:`job_status_from_node` applies the robust rule and encodes the verdict in the v4-shaped
 :class:`~airflow_provider_ocean.models.JobStatus` the operators, sensor and trigger already understand,
 so that it survives ``to_dict``/``from_dict``:
 
@@ -25,7 +25,7 @@ from typing import Any
 from airflow_provider_ocean.exceptions import OceanValidationError
 from airflow_provider_ocean.models import ComputeEnvironment, JobStatus, ResultFile
 
-# C2DStatusNumber (ocean-node-api.md §3)
+# C2DStatusNumber (docs/reference/ocean-node-api.md §3)
 NODE_JOB_STARTED = 0
 NODE_JOB_QUEUED = 1
 NODE_JOB_QUEUE_EXPIRED = 2
@@ -80,7 +80,7 @@ NODE_STATUS_TEXTS: dict[int, str] = {
 #: Codes after which the job will not run any more.
 NODE_FAILURE_STATUSES = frozenset({2, 11, 13, 14, 21, 22, 31, 32, 33, 41, 42, 61, 62})
 NODE_TERMINAL_STATUSES = NODE_FAILURE_STATUSES | {NODE_JOB_FINISHED, NODE_JOB_SETTLING}
-#: Result types of a node job, in index order when present (ocean-node-api.md §2.5).
+#: Result types of a node job, in index order when present (docs/reference/ocean-node-api.md §2.5).
 NODE_RESULT_TYPES = ("imageLog", "configurationLog", "algorithmLog", "output", "publishLog")
 OUTPUTS_TAR = "outputs.tar"
 

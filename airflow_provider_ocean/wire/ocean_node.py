@@ -1,4 +1,4 @@
-"""Ocean Node routes and payloads (see ocean-node-api.md).
+"""Ocean Node routes and payloads (see docs/reference/ocean-node-api.md).
 
 Ocean Node keeps Provider v4's paths but not its payloads: every signed command signs
 ``consumerAddress + str(int(nonce)) + commandName`` (same EIP-191 keccak recipe as v4, so
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 BACKEND_OCEAN_NODE = "ocean_node"
 BACKEND_PROVIDER_V4 = "provider_v4"
 
-# Signature commands (ocean-node-api.md §2).
+# Signature commands (docs/reference/ocean-node-api.md §2).
 CMD_START = "startCompute"
 CMD_FREE_START = "freeStartCompute"
 CMD_STOP = "stopCompute"

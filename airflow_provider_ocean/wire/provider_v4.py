@@ -1,4 +1,4 @@
-"""Provider v4 (and Aquarius) routes and payloads (see provider-v4-api.md).
+"""Provider v4 (and Aquarius) routes and payloads (see docs/reference/provider-v4-api.md).
 
 The transport (session, timeouts, retries of reads, rate limits, signing with nonce reservation, error
 bodies) is :class:`~airflow_provider_ocean.wire.http.WireClient`; downloads are

@@ -1,7 +1,7 @@
 """The Provider's non-compute routes the sandbox also serves: auth tokens (usable on every signed
 compute call), and the access flow (``fileinfo``, ``initialize``, ``download``, ``decrypt``).
 
-Answers follow Provider v2.1.6 as described in ``shared/reference/provider-v4-api.md`` §2.9 / §2.
+Answers follow Provider v2.1.6 as described in docs/reference/provider-v4-api.md §2.9 / §2.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The sandbox's Ocean Node personality: route logic and HTTP framing, faithful to ocean-node-api.md.
+"""The sandbox's Ocean Node personality: route logic and HTTP framing, faithful to
+docs/reference/ocean-node-api.md.
 
 ``ocean-sandbox up --api node`` serves this instead of the Provider v4 routes (same chain, contracts,
-sample assets and job runtime). What it answers like (§ = sections of ocean-node-api.md):
+sample assets and job runtime). What it answers like (§ = sections of docs/reference/ocean-node-api.md):
 
 - ``GET /`` with ``software: "Ocean-Node"``, ``nodeId``, ``providerAddress``, ``nodePublicKey``, the node's
   ``serviceEndpoints`` (§1); the node's single key is the sandbox Provider's dev key, so it decrypts the

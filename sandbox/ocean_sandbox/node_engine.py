@@ -2,7 +2,7 @@
 
 A small adapter over the v4 engine (whose behaviour is unchanged): the queue, the engine thread, stop and
 ``maxJobDuration`` kills, persistence and restart recovery are the engine's; this subclass changes only what
-Ocean Node's Docker engine does differently (c2d-job-runtime.md §5-6):
+Ocean Node's Docker engine does differently (docs/reference/c2d-job-runtime.md §5-6):
 
 - an image step first: status 10 "Pulling algorithm image" with an ``image.log`` (no image is pulled);
 - inputs are **flat**: ``data/inputs/<last path segment of the file URL>`` (same names overwrite);

@@ -1,4 +1,5 @@
-"""On-chain order validation, as the Provider's ``validate_order`` does it (provider-v4-api.md §7)."""
+"""On-chain order validation, as the Provider's ``validate_order`` does it
+(docs/reference/provider-v4-api.md §7)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The sandbox's Provider v4: route logic and checks, written to answer like Ocean Provider v2.1.6.
 
 The HTTP framing lives in :mod:`ocean_sandbox.server`; this module turns a parsed
-request into a :class:`Response`. See ``shared/reference/provider-v4-api.md`` for the behaviour imitated.
+request into a :class:`Response`. See docs/reference/provider-v4-api.md for the behaviour imitated.
 """
 
 from __future__ import annotations

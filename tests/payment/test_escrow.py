@@ -25,7 +25,7 @@ from tests.sandbox import ocean_client as oc
 pytestmark = pytest.mark.chain
 
 ONE = 10**18
-# ocean-node-api.md §7 (selectors and topics recomputed by the reference)
+# docs/reference/ocean-node-api.md §7 (selectors and topics recomputed by the reference)
 REFERENCE_SELECTORS = {
     ea.ESCROW_DEPOSIT: "0x47e7ef24",
     ea.ESCROW_AUTHORIZE: "0x15fac1cc",

@@ -1,6 +1,6 @@
 """An independent, minimal Ocean Node client used to check the sandbox's node personality.
 
-Written from shared/reference/ocean-node-api.md only, with raw eth-account / eth-abi / requests. Like
+Written from docs/reference/ocean-node-api.md only, with raw eth-account / eth-abi / requests. Like
 ``ocean_client.py`` it imports nothing from the project's client code (``ocean_node``, ``escrow``,
 ``signing``, ``chain``), so the sandbox is checked against a second implementation of the protocol.
 """

@@ -1,6 +1,7 @@
 """An independent, minimal Ocean v4 compute-to-data client used to check the sandbox.
 
-Written from the protocol references only (provider-v4-api.md, contracts-and-payment.md) with raw
+Written from the protocol references only (docs/reference/provider-v4-api.md,
+docs/reference/contracts-and-payment.md) with raw
 eth-account / eth-abi / requests. It deliberately imports nothing from the project's own client code
 (``airflow_provider_ocean.chain``, ``signing``, ``provider_v4``, ``payment``, ``hooks``), so the sandbox is
 checked against a second implementation of the protocol rather than against itself.
@@ -40,7 +41,7 @@ PROVIDER_FEE_TOPIC = "0xf8ed11cdaaf10eca2b6c941fb802cb8682afe86cac1eb93f70d0780f
 HTTP_TIMEOUT = 60.0
 
 
-# -- request signing (provider-v4-api.md §3) ----------------------------------------------------------
+# -- request signing (docs/reference/provider-v4-api.md §3) --------------------------------------------------
 _nonce_lock = threading.Lock()
 _last_nonce = 0
 
@@ -81,7 +82,7 @@ def result_message(consumer: str, job_id: str, index: int | str, nonce: str) -> 
     return f"{consumer}{job_id}{index}{nonce}"
 
 
-# -- provider fees (provider-v4-api.md §4, contracts-and-payment.md §2) ----------------------------------
+# -- provider fees (docs/reference/provider-v4-api.md §4, docs/reference/contracts-and-payment.md §2) --------
 def _b(hex_text: str) -> bytes:
     return bytes.fromhex(hex_text.removeprefix("0x"))
 

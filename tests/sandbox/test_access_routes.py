@@ -1,4 +1,5 @@
-"""Auth tokens (provider-v4-api.md §2.9) and the access flow, driven by the independent client."""
+"""Auth tokens (docs/reference/provider-v4-api.md §2.9) and the access flow, driven by the independent
+client."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The sandbox's Ocean Node personality over HTTP, driven by an independent client (node_client.py).
 
-Expected values come from shared/reference/ocean-node-api.md (cited as §n) and c2d-job-runtime.md §5. Every
+Expected values come from docs/reference/ocean-node-api.md (cited as §n) and
+docs/reference/c2d-job-runtime.md §5. Every
 test that signs uses a fresh wallet funded from ``other``, so nonces, escrow balances and job lists of
 different tests never interact.
 """

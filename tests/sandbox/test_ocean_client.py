@@ -21,7 +21,7 @@ def test_vector_did() -> None:
     assert "did:op:" + hashlib.sha256((nft + "8996").encode()).hexdigest() == DID
 
 
-# provider-v4-api.md §3.3
+# docs/reference/provider-v4-api.md §3.3
 @pytest.mark.parametrize(
     ("message", "message_hash", "signature", "v"),
     [
@@ -67,7 +67,8 @@ def test_start_vector_message_and_digest() -> None:
 
 
 def test_provider_fee_vector() -> None:
-    """provider-v4-api.md §4: the packed fee hash and its signature by the same key acting as provider."""
+    """docs/reference/provider-v4-api.md §4: the packed fee hash and its signature by the same key acting
+    as provider."""
     provider_data = json.dumps(
         {
             "environment": "ocean-compute",

@@ -1,6 +1,7 @@
 """The sandbox Provider driven over HTTP by an independent client: discovery and the happy paths.
 
-Expected values come from shared/reference/provider-v4-api.md (cited as §n) and contracts-and-payment.md.
+Expected values come from docs/reference/provider-v4-api.md (cited as §n) and
+docs/reference/contracts-and-payment.md.
 Every chain-using test works with fresh accounts funded from ``other``, so nonces, balances and job lists of
 different tests never interact.
 """
@@ -427,7 +428,8 @@ def test_initialize_compute_quotes_a_new_order_per_input(
 def test_orders_emit_the_expected_events(
     lab: oc.Lab, free_job: dict[str, Any], sandbox: dict[str, Any]
 ) -> None:
-    """contracts-and-payment.md §2/§3: OrderStarted(consumer=env wallet, payer=user); 1 DT each."""
+    """docs/reference/contracts-and-payment.md §2/§3: OrderStarted(consumer=env wallet, payer=user); 1 DT
+    each."""
     user = free_job["user"]
     for asset, receipt in free_job["receipts"].items():
         assert int(receipt["status"], 16) == 1
@@ -623,7 +625,7 @@ def test_initialize_reports_valid_orders_and_reuse(lab: oc.Lab) -> None:
 
 # -- 7: two datasets -----------------------------------------------------------------------------------
 def test_additional_dataset_reaches_the_algorithm(lab: oc.Lab, sandbox: dict[str, Any]) -> None:
-    """§5 additionalDatasets; c2d-job-runtime.md §2 inputs/<didhex>/<i>."""
+    """§5 additionalDatasets; docs/reference/c2d-job-runtime.md §2 inputs/<didhex>/<i>."""
     user = lab.new_user({"dataset": 1, "dataset_raw": 1, "algorithm": 1})
     valid_until = int(time.time()) + 3600
     quote = lab.initialize(
@@ -657,7 +659,8 @@ def test_additional_dataset_reaches_the_algorithm(lab: oc.Lab, sandbox: dict[str
 
 # -- 8: raw algorithms ---------------------------------------------------------------------------------
 def test_raw_algorithm_runs(lab: oc.Lab, sandbox: dict[str, Any]) -> None:
-    """§5 algorithm.meta; c2d-job-runtime.md §2: DIDS env, empty TRANSFORMATION_DID, no algoCustomData."""
+    """§5 algorithm.meta; docs/reference/c2d-job-runtime.md §2: DIDS env, empty TRANSFORMATION_DID, no
+    algoCustomData."""
     user = lab.new_user({"dataset_raw": 1})
     meta = raw_meta(RAW_PROBE)
     quote = lab.initialize([lab.ref("dataset_raw")], {"meta": meta}, lab.free_env, int(time.time()) + 3600)
@@ -685,7 +688,8 @@ def test_raw_algorithm_runs(lab: oc.Lab, sandbox: dict[str, Any]) -> None:
 
 
 def test_raw_code_of_ten_characters_fails_algorithm_provisioning(lab: oc.Lab) -> None:
-    """c2d-job-runtime.md §2: raw code ≤ 10 chars is not written → 32 'Algorithm provisioning failed'."""
+    """docs/reference/c2d-job-runtime.md §2: raw code ≤ 10 chars is not written → 32 'Algorithm
+    provisioning failed'."""
     user = lab.new_user({"dataset_raw": 1})
     meta = raw_meta("print(123)")  # exactly 10 characters
     quote = lab.initialize([lab.ref("dataset_raw")], {"meta": meta}, lab.free_env, int(time.time()) + 3600)
@@ -767,7 +771,7 @@ def test_stop_and_delete_a_running_job(lab: oc.Lab, sandbox: dict[str, Any]) -> 
 
 # -- 10: paid environment -------------------------------------------------------------------------------
 def test_paid_environment_fee_is_charged_once(lab: oc.Lab, sandbox: dict[str, Any]) -> None:
-    """§4 fee formula + one carrier; contracts-and-payment.md §2.1 approvals; §7 rule 11/12."""
+    """§4 fee formula + one carrier; docs/reference/contracts-and-payment.md §2.1 approvals; §7 rule 11/12."""
     user = lab.new_user({"dataset": 2, "algorithm": 1}, ocean=100)
     before_quote = time.time()
     valid_until = int(before_quote) + 600

@@ -1,4 +1,5 @@
-"""The sandbox Provider's refusals, each in the exact shape and status of provider-v4-api.md (§n).
+"""The sandbox Provider's refusals, each in the exact shape and status of docs/reference/provider-v4-api.md
+(§n).
 
 Three error shapes (§1.1): flask-sieve ``{"errors": ..., "message": "Validation error", "success": false}``,
 handled ``{"error": str | {key: code}}`` and uncaught ``{"error": str, "context": ...}``.

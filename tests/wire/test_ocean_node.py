@@ -1,6 +1,6 @@
 """The Ocean Node wire client and the node status mapping (no chain, no sandbox).
 
-Facts under test come from shared/reference/ocean-node-api.md (cited as §n). HTTP is served by
+Facts under test come from docs/reference/ocean-node-api.md (cited as §n). HTTP is served by
 requests_mock; signatures are checked by recovering them with eth-account, independently of the client.
 """
 
