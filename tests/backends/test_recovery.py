@@ -1,6 +1,6 @@
 """The one exactly-once recovery (backends/recovery.py): what counts as an unknown outcome, and the lookup.
 
-The recovery runs against the real sandbox in tests/test_exactly_once.py, tests/faults/ and
+The recovery runs against the real sandbox in tests/backends/test_exactly_once.py, tests/faults/ and
 tests/operators/test_reattach.py; here its decisions are pinned one by one with a matcher that answers
 from a script (the matcher is the backend's part; the server is not involved).
 """
