@@ -150,7 +150,7 @@ class NonceAllocator:
     wallet's lock file is ``flock``-ed for the same span and records the last nonce handed out, so
     ``n = max(stored + 1, now_ms, last_in_file + 1, last_in_process + 1)`` is read and written under the
     lock. Workers on other hosts are covered by the Provider's "expected nonce" refusal, which happens
-    before anything runs and is answered with one re-signed retry (see ``ProviderV4Client._signed``).
+    before anything runs and is answered with one re-signed retry (``WireClient._signed``, wire/http.py).
 
     :param clock: returns the current time in milliseconds (for tests).
     :param lock_dir: directory of the inter-process lock files; ``None`` = this process only.
