@@ -113,3 +113,42 @@ _NODE_FAILURES = frozenset(
         NodeStatus.RESULTS_UPLOAD_FAILED,
     }
 )
+
+#: The node's ``statusText`` of each code (``C2DStatusText``).
+NODE_STATUS_TEXTS: dict[int, str] = {
+    0: "Job started",
+    1: "Job queued",
+    2: "Job expired in queue",
+    10: "Pulling algorithm image",
+    11: "Pulling algorithm image failed",
+    12: "Building algorithm image",
+    13: "Building algorithm image failed",
+    14: "Image has vulnerabilities",
+    20: "Configuring volumes",
+    21: "Volume creation failed",
+    22: "Container creation failed",
+    30: "Provisioning data",
+    31: "Data provisioning failed",
+    32: "Algorithm provisioning failed",
+    33: "Data upload to container failed",
+    40: "Running algorithm ",
+    41: "Failed to run algorithm",
+    42: "Error: disk quota exceeded",
+    50: "Filtering results",
+    60: "Publishing results",
+    61: "Failed to get outputs folder from container",
+    62: "Failed to upload results to storage",
+    70: "Job finished",
+    71: "Job settling",
+}
+
+
+def node_status(code: int) -> NodeStatus | None:
+    """The :class:`NodeStatus` of a code, or ``None`` for a code this client does not know.
+
+    :param code: the node's status number.
+    """
+    try:
+        return NodeStatus(code)
+    except ValueError:
+        return None

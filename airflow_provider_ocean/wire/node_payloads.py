@@ -24,65 +24,16 @@ from typing import Any
 
 from airflow_provider_ocean.exceptions import OceanValidationError
 from airflow_provider_ocean.models import ComputeEnvironment, JobStatus, ResultFile
+from airflow_provider_ocean.status import NODE_STATUS_TEXTS, NodeStatus, node_status
 
-# C2DStatusNumber (docs/reference/ocean-node-api.md §3)
-NODE_JOB_STARTED = 0
-NODE_JOB_QUEUED = 1
-NODE_JOB_QUEUE_EXPIRED = 2
-NODE_PULL_IMAGE = 10
-NODE_PULL_IMAGE_FAILED = 11
-NODE_BUILD_IMAGE = 12
-NODE_BUILD_IMAGE_FAILED = 13
-NODE_VULNERABLE_IMAGE = 14
-NODE_CONFIGURING_VOLUMES = 20
-NODE_VOLUME_CREATION_FAILED = 21
-NODE_CONTAINER_CREATION_FAILED = 22
-NODE_PROVISIONING = 30
-NODE_DATA_PROVISIONING_FAILED = 31
-NODE_ALGORITHM_PROVISIONING_FAILED = 32
-NODE_DATA_UPLOAD_FAILED = 33
-NODE_RUNNING_ALGORITHM = 40
-NODE_ALGORITHM_FAILED = 41
-NODE_DISK_QUOTA_EXCEEDED = 42
-NODE_FILTERING_RESULTS = 50
-NODE_PUBLISHING_RESULTS = 60
-NODE_RESULTS_FETCH_FAILED = 61
-NODE_RESULTS_UPLOAD_FAILED = 62
-NODE_JOB_FINISHED = 70
-NODE_JOB_SETTLING = 71
-
-NODE_STATUS_TEXTS: dict[int, str] = {
-    0: "Job started",
-    1: "Job queued",
-    2: "Job expired in queue",
-    10: "Pulling algorithm image",
-    11: "Pulling algorithm image failed",
-    12: "Building algorithm image",
-    13: "Building algorithm image failed",
-    14: "Image has vulnerabilities",
-    20: "Configuring volumes",
-    21: "Volume creation failed",
-    22: "Container creation failed",
-    30: "Provisioning data",
-    31: "Data provisioning failed",
-    32: "Algorithm provisioning failed",
-    33: "Data upload to container failed",
-    40: "Running algorithm ",
-    41: "Failed to run algorithm",
-    42: "Error: disk quota exceeded",
-    50: "Filtering results",
-    60: "Publishing results",
-    61: "Failed to get outputs folder from container",
-    62: "Failed to upload results to storage",
-    70: "Job finished",
-    71: "Job settling",
-}
-#: Codes after which the job will not run any more.
-NODE_FAILURE_STATUSES = frozenset({2, 11, 13, 14, 21, 22, 31, 32, 33, 41, 42, 61, 62})
-NODE_TERMINAL_STATUSES = NODE_FAILURE_STATUSES | {NODE_JOB_FINISHED, NODE_JOB_SETTLING}
 #: Result types of a node job, in index order when present (docs/reference/ocean-node-api.md §2.5).
 NODE_RESULT_TYPES = ("imageLog", "configurationLog", "algorithmLog", "output", "publishLog")
 OUTPUTS_TAR = "outputs.tar"
+
+
+def _is_failure(code: int) -> bool:
+    known = node_status(code)
+    return known is not None and known.is_failure
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -173,7 +124,8 @@ def job_status_from_node(
     if not isinstance(data, dict) or not data.get("jobId"):
         raise OceanValidationError(f"Malformed Ocean Node job status object: {data!r}"[:500])
     code = _int_or_none(data.get("status"))
-    code = NODE_JOB_STARTED if code is None else code
+    code = int(NodeStatus.JOB_STARTED) if code is None else code
+    known = node_status(code)
     text = str(data.get("statusText") or NODE_STATUS_TEXTS.get(code, ""))
     finished = data.get("dateFinished")
     finished = None if finished in (None, "", "null", "0") else str(finished)
@@ -182,10 +134,8 @@ def job_status_from_node(
     exit_code = _int_or_none(termination.get("exitCode")) if isinstance(termination, dict) else None
     oom = bool(termination.get("OOMKilled")) if isinstance(termination, dict) else False
     stop_requested = bool(data.get("stopRequested"))
-    terminal = finished is not None or code in NODE_TERMINAL_STATUSES
-    earlier_failure = (
-        previous.status if previous is not None and previous.status in NODE_FAILURE_STATUSES else None
-    )
+    terminal = finished is not None or (known is not None and known.is_terminal)
+    earlier_failure = previous.status if previous is not None and _is_failure(previous.status) else None
     stopreq = 1 if stop_requested else 0
     if terminal and not stop_requested and exit_code not in (None, 0):
         max_duration = _float(data.get("maxJobDuration"))
@@ -195,7 +145,8 @@ def job_status_from_node(
     if terminal:
         has_output = result_of_type(results, "output") is not None
         succeeded = (
-            code in (NODE_JOB_FINISHED, NODE_JOB_SETTLING)
+            known is not None
+            and known.is_success
             and earlier_failure is None
             and exit_code == 0
             and not oom
@@ -203,9 +154,9 @@ def job_status_from_node(
             and not stop_requested
         )
         if succeeded:
-            status = NODE_JOB_FINISHED
-        elif code in (NODE_JOB_FINISHED, NODE_JOB_SETTLING):
-            status = earlier_failure or NODE_JOB_SETTLING
+            status = NodeStatus.JOB_FINISHED
+        elif known is not None and known.is_success:
+            status = earlier_failure or NodeStatus.JOB_SETTLING
             reasons = []
             if earlier_failure is not None:
                 reasons.append(f"failed earlier with {earlier_failure}")
@@ -226,7 +177,7 @@ def job_status_from_node(
     payment = raw_payment if isinstance(raw_payment, dict) else {}
     return JobStatus(
         job_id=full,
-        status=status,
+        status=int(status),  # a plain int: JSON, XCom and trigger events
         status_text=text,
         owner=str(data.get("owner") or ""),
         agreement_id=data.get("agreementId") or payment.get("lockTx"),
