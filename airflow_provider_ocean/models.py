@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow_provider_ocean.exceptions import OceanValidationError
 from airflow_provider_ocean.status import V4Status
@@ -37,6 +37,40 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+_Coercible = TypeVar("_Coercible", "ComputeInput", "ComputeAlgorithm")
+
+
+def _coerce(cls: type[_Coercible], value: Any, what: str) -> _Coercible:
+    """``value`` as ``cls``: itself, a DID string or a dict (through ``cls.from_dict``).
+
+    :param cls: :class:`ComputeInput` or :class:`ComputeAlgorithm`.
+    :param value: the input as given.
+    :param what: the input's name in the error message (``A dataset``, ``An algorithm``).
+    """
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        return cls(did=value)
+    if isinstance(value, dict):
+        return cls.from_dict(value)
+    raise OceanValidationError(
+        f"{what} must be a DID, a dict or a {cls.__name__}, not {type(value).__name__}"
+    )
+
+
+def _order_ref(did: str | None, service_id: str | None, transfer_tx_id: str | None) -> dict[str, Any]:
+    """The request form of an ordered input: ``documentId``, ``serviceId`` and, if paid, ``transferTxId``.
+
+    :param did: the input's DID.
+    :param service_id: the ordered service.
+    :param transfer_tx_id: the order transaction, if any.
+    """
+    body: dict[str, Any] = {"documentId": did, "serviceId": service_id}
+    if transfer_tx_id:
+        body["transferTxId"] = transfer_tx_id
+    return body
+
+
 @dataclass
 class ComputeInput:
     """One dataset of a compute job.
@@ -66,15 +100,7 @@ class ComputeInput:
         :param value: the dataset; dicts accept ``did``/``documentId``, ``service_id``/``serviceId``,
             ``transfer_tx_id``/``transferTxId``, ``userdata``.
         """
-        if isinstance(value, ComputeInput):
-            return value
-        if isinstance(value, str):
-            return cls(did=value)
-        if isinstance(value, dict):
-            return cls.from_dict(value)
-        raise OceanValidationError(
-            f"A dataset must be a DID, a dict or a ComputeInput, not {type(value).__name__}"
-        )
+        return _coerce(cls, value, "A dataset")
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict (``from_dict`` round-trips it)."""
@@ -98,10 +124,7 @@ class ComputeInput:
 
         :param transfer_tx_id: overrides :attr:`transfer_tx_id`.
         """
-        body: dict[str, Any] = {"documentId": self.did, "serviceId": self.service_id}
-        tx = transfer_tx_id or self.transfer_tx_id
-        if tx:
-            body["transferTxId"] = tx
+        body = _order_ref(self.did, self.service_id, transfer_tx_id or self.transfer_tx_id)
         if self.userdata:
             body["userdata"] = self.userdata
         return body
@@ -172,15 +195,7 @@ class ComputeAlgorithm:
 
         :param value: the algorithm.
         """
-        if isinstance(value, ComputeAlgorithm):
-            return value
-        if isinstance(value, str):
-            return cls(did=value)
-        if isinstance(value, dict):
-            return cls.from_dict(value)
-        raise OceanValidationError(
-            f"An algorithm must be a DID, a dict or a ComputeAlgorithm, not {type(value).__name__}"
-        )
+        return _coerce(cls, value, "An algorithm")
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict (``from_dict`` round-trips it)."""
@@ -235,11 +250,7 @@ class ComputeAlgorithm:
         """
         if self.is_raw:
             return {"meta": self.meta()}
-        body: dict[str, Any] = {"documentId": self.did, "serviceId": self.service_id}
-        tx = transfer_tx_id or self.transfer_tx_id
-        if tx:
-            body["transferTxId"] = tx
-        return body
+        return _order_ref(self.did, self.service_id, transfer_tx_id or self.transfer_tx_id)
 
     def to_start_request(self, *, transfer_tx_id: str | None = None) -> dict[str, Any]:
         """Return the ``algorithm`` member of ``POST /compute``.
