@@ -171,17 +171,10 @@ class OceanNodeBackend:
     ) -> dict[str, Any]:
         """Prepare a node job: nothing for a free job; orders + escrow for a paid one (checked first).
 
-        :param datasets: DIDs, URLs or dicts (see :func:`node_dataset`).
-        :param algorithm: DID or raw algorithm (see :func:`node_algorithm`).
-        :param environment: environment id; ``None`` picks one (see :meth:`resolve_environment`).
-        :param valid_until: must be ``None``: a node sets its provider fees' validity itself, from the
-            job's duration (``max_job_duration``); anything else is refused before any request.
-        :param max_fee: refuse above this many base units of the fee token (escrow amount + order fees).
-        :param transfer_tx_ids: earlier payment (dict) whose still-valid orders are reused.
-        :param acquire_datatokens: obtain missing datatokens (``dispenser``/``fixed_rate``/``any``).
-        :param max_datatoken_price: price cap per datatoken bought.
-        :param options: node-only options (``resources``, ``max_job_duration``, ``queue_max_wait_time``,
-            ``free``).
+        :meth:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook.pay_for_compute` documents the parameters
+        (``options`` are its ``node_options``); here datasets may be URLs (:func:`node_dataset`),
+        ``environment=None`` picks one (:meth:`resolve_environment`), ``valid_until`` must be ``None`` (a node
+        sets its fees' validity from ``max_job_duration``) and ``max_fee`` caps escrow amount + order fees.
         """
         from airflow_provider_ocean.ddo import find_service
 
@@ -356,16 +349,9 @@ class OceanNodeBackend:
     ) -> JobStatus:
         """Start the job ``payment`` prepared (a free job needs no payment: one is made on the fly).
 
-        :param datasets: as given to :meth:`pay_for_compute`.
-        :param algorithm: as given to :meth:`pay_for_compute`.
-        :param payment: the dict :meth:`pay_for_compute` returned.
-        :param environment: environment id (taken from ``payment`` when given there).
-        :param on_attempt: called with ``{"provider_url", "owner", "transfer_tx_ids", "started_at",
-            "known_job_ids", "start_id"}`` just before the request is sent; ``start_id`` is the tag that
-            :meth:`find_started_job` looks for.
-        :param options: node-only options, when no ``payment`` is given.
-        :raises OceanStartOutcomeUnknownError: the start may have created a job and the node could not be
-            asked whether it did.
+        :meth:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook.start_compute` documents the parameters;
+        here ``options`` are node-only options used when no ``payment`` is given, and the ``on_attempt``
+        record's ``start_id`` is the tag :meth:`find_started_job` looks for.
         """
         if payment is None:
             payment = self.pay_for_compute(datasets, algorithm, environment, **{**options, "free": True})
@@ -446,28 +432,17 @@ class OceanNodeBackend:
 
     # -- exactly once: the recovery's matcher (backends/recovery.py) ----------------------------------
     def find(self, attempt: StartAttempt) -> JobStatus | None:
-        """The job ``attempt`` created, matched by its start tag.
-
-        :param attempt: the attempt record.
-        """
+        """The job ``attempt`` created, matched by its start tag."""
         return self.find_started_job(start_id=attempt.start_id)
 
     def describe(self, attempt: StartAttempt) -> str:
-        """What the recovery looks for, for the log.
-
-        :param attempt: the attempt record.
-        """
+        """A job carrying the attempt's start tag."""
         return f"a job tagged {attempt.start_id}"
 
     def unknown_error(
         self, attempt: StartAttempt, exc: OceanError, lookup_error: OceanError
     ) -> OceanStartOutcomeUnknownError:
-        """The start may have created a job and the node could not be asked which.
-
-        :param attempt: the attempt record.
-        :param exc: the start's error.
-        :param lookup_error: why the jobs could not be listed.
-        """
+        """The error naming the attempt's start tag, to look for before starting again."""
         return OceanStartOutcomeUnknownError(
             f"The start of an Ocean Node job may have succeeded ({exc}), and listing the jobs of "
             f"{attempt.owner} failed ({lookup_error}). Start tag: {attempt.start_id}.",
@@ -491,12 +466,9 @@ class OceanNodeBackend:
         A node job has no identity known before the answer but its tag: the orders, the known jobs and the
         start time (Provider v4's match) are not needed.
 
-        :param transfer_tx_ids: unused (Provider v4 matches by them).
-        :param known_job_ids: unused.
-        :param started_at: unused.
-        :param clock_skew: unused.
-        :param start_id: the ``start_id`` of the attempt record (``None``: nothing to look for).
-        :raises OceanError: the node could not be asked (never guessed as "no job").
+        :meth:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook.find_started_job` documents the
+        parameters; only ``start_id`` is used (``None``: nothing to look for). Raises :class:`OceanError` when
+        the node cannot be asked (never guessed as "no job").
         """
         if not start_id:
             return None
@@ -525,13 +497,8 @@ class OceanNodeBackend:
         lookback_blocks: int = 0,
     ) -> dict[str, Any] | None:
         """Not looked up on an Ocean Node: free jobs and raw inputs have no orders, and the orders of a paid
-        start that was never recorded are paid again.
-
-        :param datasets: unused.
-        :param algorithm: unused.
-        :param environment: unused.
-        :param lookback_blocks: unused.
-        :return: ``None``.
+        start that was never recorded are paid again; the parameters
+        (:meth:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook.recent_orders`) are unused.
         """
         return None
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_ocean.backends.base import BackendContext
     from airflow_provider_ocean.models import DownloadedResult
+    from airflow_provider_ocean.records import PaidOrder
     from airflow_provider_ocean.wire.download import Destination
     from airflow_provider_ocean.wire.provider_v4 import ProviderV4Client
 
@@ -156,28 +157,13 @@ class ProviderV4Backend:
         max_datatoken_price: int | None = None,
         **node_options: Any,
     ) -> dict[str, Any]:
-        """Validate, quote (``initializeCompute``) and pay for every input of a job.
+        """Quote every input with ``initializeCompute``, then pay its datatoken order (``startOrder``,
+        ``reuseOrder``, or nothing while its provider fee is still valid); all checks come first.
 
-        Everything that can fail without spending is checked first (DDOs, services, environment,
-        algorithm trust, fee cap, balances, gas); then only the needed transactions are sent.
-
-        :param datasets: the datasets (DIDs, dicts or :class:`ComputeInput`); the first must be ordered
-            through a compute service.
-        :param algorithm: a published algorithm (DID) or a raw algorithm (dict / :class:`ComputeAlgorithm`).
-        :param environment: environment id; ``None`` picks the first free environment.
-        :param valid_until: until when the provider fee must cover the job: epoch seconds, a datetime,
-            or a timedelta from now; default now + the environment's maxJobDuration.
-        :param max_fee: refuse (before sending anything) when the fees exceed this many base units of
-            the fee token.
-        :param transfer_tx_ids: orders paid earlier, to reuse: the dict this method returned, or
-            ``{"datasets": [tx, ...], "algorithm": tx}``.
-        :param acquire_datatokens: obtain missing datatokens: ``None`` (default, off), ``"dispenser"``,
-            ``"fixed_rate"`` or ``"any"``.
-        :param max_datatoken_price: highest base-token amount (base units) per datatoken bought.
-        :param node_options: Ocean Node only: ``resources``, ``max_job_duration``,
-            ``queue_max_wait_time``, ``free`` (see :mod:`airflow_provider_ocean.backends.ocean_node`).
-        :return: JSON-safe ``{"environment", "consumer_address", "chain_id", "valid_until",
-            "datasets": [PaidOrder dict, ...], "algorithm": PaidOrder dict | None}``.
+        :meth:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook.pay_for_compute` documents the parameters
+        and the returned dict; here ``node_options`` are refused (Ocean Node only), ``environment=None`` is
+        the first free environment, and an earlier payment's ``valid_until`` is kept while it still covers a
+        whole job.
         """
         from airflow_provider_ocean.payment.fees import make_requests
         from airflow_provider_ocean.payment.orders import OrderPayer
@@ -275,23 +261,9 @@ class ProviderV4Backend:
     ) -> JobStatus:
         """Start a job whose inputs are paid (signed request; never retried blindly).
 
-        When the outcome is unknown (timeout or connection reset after sending, 5xx - including the
-        Provider's duplicate-nonce 503, which comes after the job was created - or an unreadable 2xx),
-        the owner's jobs are searched for one created by this attempt (its agreementId is one of the
-        request's orders, it did not exist before); that job is returned. If the Provider answers and
-        there is none, the original error is raised (nothing started); if it cannot be asked,
-        :class:`~airflow_provider_ocean.exceptions.OceanStartOutcomeUnknownError`.
-
-        :param datasets: the datasets, as given to :meth:`pay_for_compute`.
-        :param algorithm: the algorithm, with ``algocustomdata``/``algouserdata`` if any.
-        :param payment: the dict :meth:`pay_for_compute` returned; without it every dataset (and a DID
-            algorithm) must carry its ``transfer_tx_id``.
-        :param environment: environment id (taken from ``payment`` when given there).
-        :param on_attempt: called just before the request is sent with a JSON-safe record
-            ``{"provider_url", "owner", "transfer_tx_ids", "started_at", "known_job_ids"}`` - persist it
-            to find the job with :meth:`find_started_job` if the process dies before the answer.
-        :return: the new job's status.
-        :raises OceanOrderInUseError: a running job already uses the order that would be the agreementId.
+        :meth:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook.start_compute` documents the parameters;
+        here the job of a start whose outcome is unknown is the one whose agreementId is one of the request's
+        orders and that did not exist before (the ``on_attempt`` record has no ``start_id``).
         """
         inputs = [ComputeInput.coerce(d) for d in datasets]
         algo = ComputeAlgorithm.coerce(algorithm)
@@ -318,26 +290,13 @@ class ProviderV4Backend:
                 raise OceanValidationError(
                     f"Dataset {position} is {item.did} but the payment is for {order.did}"
                 )
-            tx = order.transfer_tx_id if order else item.transfer_tx_id
-            service_id = item.service_id or (order.service_id if order else None)
-            if not tx or not service_id:
-                raise OceanValidationError(
-                    f"Dataset {item.did} has no paid order: call pay_for_compute first "
-                    "or give transfer_tx_id "
-                    "and service_id"
-                )
+            tx, service_id = _paid(f"Dataset {item.did}", order, item.transfer_tx_id, item.service_id)
             dataset_bodies.append(
                 dataclasses.replace(item, service_id=service_id).to_request(transfer_tx_id=tx)
             )
         if not algo.is_raw:
             order = paid.algorithm if paid is not None else None
-            tx = order.transfer_tx_id if order else algo.transfer_tx_id
-            service_id = algo.service_id or (order.service_id if order else None)
-            if not tx or not service_id:
-                raise OceanValidationError(
-                    f"Algorithm {algo.did} has no paid order: call pay_for_compute first or give "
-                    "transfer_tx_id and service_id"
-                )
+            tx, service_id = _paid(f"Algorithm {algo.did}", order, algo.transfer_tx_id, algo.service_id)
             algo = dataclasses.replace(algo, service_id=service_id, transfer_tx_id=tx)
         algorithm_body = algo.to_start_request()
         transfer_tx_ids = unique(
@@ -397,30 +356,19 @@ class ProviderV4Backend:
 
     # -- exactly once: the recovery's matcher (backends/recovery.py) ----------------------------------
     def find(self, attempt: StartAttempt) -> JobStatus | None:
-        """The job ``attempt`` created, matched by its orders (see :meth:`find_started_job`).
-
-        :param attempt: the attempt record.
-        """
+        """The job ``attempt`` created, matched by its orders (see :meth:`find_started_job`)."""
         return self.find_started_job(
             attempt.transfer_tx_ids, known_job_ids=attempt.known_job_ids, started_at=attempt.started_at
         )
 
     def describe(self, attempt: StartAttempt) -> str:
-        """What the recovery looks for, for the log.
-
-        :param attempt: the attempt record.
-        """
+        """A job with one of the attempt's orders as agreementId."""
         return f"a job with agreement {attempt.transfer_tx_ids}"
 
     def unknown_error(
         self, attempt: StartAttempt, exc: OceanError, lookup_error: OceanError
     ) -> OceanStartOutcomeUnknownError:
-        """The start may have created a job and the Provider could not be asked which.
-
-        :param attempt: the attempt record.
-        :param exc: the start's error.
-        :param lookup_error: why the jobs could not be listed.
-        """
+        """The error naming the attempt's orders, to look for before starting again."""
         txs = attempt.transfer_tx_ids
         return OceanStartOutcomeUnknownError(
             f"The start of a compute job may have succeeded ({exc}), and listing the jobs of "
@@ -456,12 +404,8 @@ class ProviderV4Backend:
         is not one of the jobs that already used them before the attempt, and it was not created
         (Provider clock) more than ``clock_skew`` seconds before the attempt began.
 
-        :param transfer_tx_ids: every order tx the start request carried.
-        :param known_job_ids: jobs with those agreement ids that existed before the attempt.
-        :param started_at: when the attempt began (epoch seconds).
-        :param clock_skew: tolerated clock difference with the Provider, in seconds.
-        :param start_id: unused on Provider v4 (Ocean Node matches by it).
-        :return: the job (the oldest if, unexpectedly, several match), or ``None``.
+        :meth:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook.find_started_job` documents the parameters
+        (``start_id`` is not used here).
         """
         known = set(known_job_ids)
         matches = []
@@ -497,12 +441,8 @@ class ProviderV4Backend:
         ``transfer_tx_ids`` to :meth:`pay_for_compute`, where ``initializeCompute`` decides whether each
         order is still valid; nothing is trusted from here.
 
-        :param datasets: the datasets.
-        :param algorithm: the algorithm.
-        :param environment: the environment id (default: the first free one).
-        :param lookback_blocks: how far back to look (RPC nodes often cap ``eth_getLogs`` ranges).
-        :return: ``{"datasets": [tx | None, ...], "algorithm": tx | None, "environment": id,
-            "valid_until": what their provider fees cover}``, or ``None`` when no input has such an order.
+        :meth:`~airflow_provider_ocean.hooks.ocean.OceanComputeHook.recent_orders` documents the parameters
+        and the returned dict.
         """
         from airflow_provider_ocean.payment.history import recent_orders
 
@@ -572,3 +512,23 @@ class ProviderV4Backend:
         :param destination: binary file object, file path, or existing directory.
         """
         return self.client.download_result(self.ctx.signer, job_id, index, destination)
+
+
+def _paid(
+    what: str, order: PaidOrder | None, transfer_tx_id: str | None, service_id: str | None
+) -> tuple[str, str]:
+    """The order tx and service of one input of a start: from the payment, else as the input gives them.
+
+    :param what: the input, for the error (``Dataset did:op:...``).
+    :param order: the payment's order of this input, if any.
+    :param transfer_tx_id: the input's own ``transfer_tx_id``.
+    :param service_id: the input's own ``service_id`` (wins over the order's).
+    :raises OceanValidationError: the input has no paid order.
+    """
+    tx = order.transfer_tx_id if order else transfer_tx_id
+    service = service_id or (order.service_id if order else None)
+    if not tx or not service:
+        raise OceanValidationError(
+            f"{what} has no paid order: call pay_for_compute first or give transfer_tx_id and service_id"
+        )
+    return tx, service

@@ -37,15 +37,26 @@ class StartMatcher(Protocol):
     """How a backend recognises the job of a start attempt."""
 
     def find(self, attempt: StartAttempt) -> JobStatus | None:
-        """The job the attempt created, or ``None``; raises :class:`OceanError` when it cannot be asked."""
+        """The job the attempt created, or ``None``; raises :class:`OceanError` when it cannot be asked.
+
+        :param attempt: the attempt record.
+        """
 
     def describe(self, attempt: StartAttempt) -> str:
-        """What the lookup looks for, for the log (``"a job with agreement [...]"``)."""
+        """What the lookup looks for, for the log (``"a job with agreement [...]"``).
+
+        :param attempt: the attempt record.
+        """
 
     def unknown_error(
         self, attempt: StartAttempt, exc: OceanError, lookup_error: OceanError
     ) -> OceanStartOutcomeUnknownError:
-        """The error raised when the start may have succeeded and the server could not be asked."""
+        """The error raised when the start may have succeeded and the server could not be asked.
+
+        :param attempt: the attempt record.
+        :param exc: the start's error.
+        :param lookup_error: why the jobs could not be listed.
+        """
 
 
 def outcome_unknown(exc: OceanError) -> bool:
