@@ -8,6 +8,7 @@ session; everything else (jobs, orders, nonces, the duplicate-nonce 503) is the 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -99,8 +100,8 @@ def fault(
         if error is not None:
             raise error
         assert response is not None
-        fake = requests.Response()
-        fake.status_code, fake._content = response[0], response[1].encode()
+        fake = requests.Response()  # as a real answer: the body is read from the connection
+        fake.status_code, fake.raw, fake.url = response[0], io.BytesIO(response[1].encode()), url
         fake.headers["Content-Type"] = "application/json"
         return fake
 
