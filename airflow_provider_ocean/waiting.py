@@ -71,6 +71,7 @@ class OceanJobWaiter:
     poll_interval: float
     stop_on_kill: bool
     log: Any
+    defer: Any
     #: Ocean Node: copy the running algorithm's log into the task log while waiting synchronously.
     stream_logs: bool = False
 
@@ -123,10 +124,7 @@ class OceanJobWaiter:
                 if job.is_terminal:
                     return job
                 if live is None and self._follows_live_log(job):
-                    lines = self.hook.node.stream_logs(
-                        job_id, own_session=True, timeout=LIVE_LOG_READ_TIMEOUT
-                    )
-                    live = LiveLog(lines, self.log, job_id).start()
+                    live = self._live_log(job_id)
                 if deadline is not None and time.time() >= deadline:
                     self._stop_quietly(job_id)
                     raise OceanJobError(f"Job {job_id} did not finish in time; it was stopped", job_id=job_id)
@@ -143,6 +141,36 @@ class OceanJobWaiter:
     def _follows_live_log(self, job: JobStatus) -> bool:
         """Whether to start following the job's live log now (Ocean Node, algorithm running)."""
         return bool(self.stream_logs) and job.status == NODE_RUNNING_ALGORITHM and self.hook.is_ocean_node
+
+    def _live_log(self, job_id: str) -> LiveLog:
+        """Start copying the running job's log into the task log (its own HTTP session, a thread).
+
+        :param job_id: the job id.
+        """
+        lines = self.hook.node.stream_logs(job_id, own_session=True, timeout=LIVE_LOG_READ_TIMEOUT)
+        return LiveLog(lines, self.log, job_id).start()
+
+    def _defer_until_done(self, job_id: str, end_time: float | None, *, stop_on_kill: bool) -> None:
+        """Hand the wait to :class:`~airflow_provider_ocean.triggers.ocean.OceanComputeJobTrigger`; the
+        task resumes in ``execute_complete`` (this raises, as ``defer`` does).
+
+        :param job_id: the job id.
+        :param end_time: the trigger's deadline (epoch seconds; ``None``: none).
+        :param stop_on_kill: stop the job when the deferred task is killed.
+        """
+        from airflow_provider_ocean.triggers.ocean import OceanComputeJobTrigger
+
+        self.defer(
+            trigger=OceanComputeJobTrigger(
+                job_id=job_id,
+                ocean_conn_id=self.ocean_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=end_time,
+                stop_on_kill=stop_on_kill,
+            ),
+            method_name="execute_complete",
+            timeout=None,
+        )
 
     def _complete(self, event: dict[str, Any] | None) -> JobStatus:
         """Validate a trigger event: return the finished job, stop it on timeout, raise on failure."""

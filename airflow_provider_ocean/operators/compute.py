@@ -327,19 +327,7 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
             current = self.hook.get_job_status(job_id)
             if current.is_terminal:
                 return self._finish(current, context)
-            from airflow_provider_ocean.triggers.ocean import OceanComputeJobTrigger
-
-            self.defer(
-                trigger=OceanComputeJobTrigger(
-                    job_id=job_id,
-                    ocean_conn_id=self.ocean_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=deadline,
-                    stop_on_kill=self.stop_on_kill,
-                ),
-                method_name="execute_complete",
-                timeout=None,
-            )
+            self._defer_until_done(job_id, deadline, stop_on_kill=self.stop_on_kill)
         return self._finish(self._poll_until_terminal(job_id, deadline), context)
 
     def get_job_result(self, external_id: Any, context: Context) -> str:

@@ -11,7 +11,7 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_ocean.links import OceanJobStatusLink, job_status_url
-from airflow_provider_ocean.waiting import LIVE_LOG_READ_TIMEOUT, LiveLog, OceanJobWaiter
+from airflow_provider_ocean.waiting import OceanJobWaiter
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_ocean.models import JobStatus
+    from airflow_provider_ocean.waiting import LiveLog
 
 
 class OceanComputeJobStatusSensor(OceanJobWaiter, BaseSensorOperator):
@@ -91,10 +92,7 @@ class OceanComputeJobStatusSensor(OceanJobWaiter, BaseSensorOperator):
                 and not self.deferrable
                 and self._follows_live_log(job)
             ):
-                lines = self.hook.node.stream_logs(
-                    job.job_id, own_session=True, timeout=LIVE_LOG_READ_TIMEOUT
-                )
-                self._live = LiveLog(lines, self.log, job.job_id).start()
+                self._live = self._live_log(job.job_id)
             return False
         if self._live is not None:
             self._live.finish()
@@ -118,20 +116,9 @@ class OceanComputeJobStatusSensor(OceanJobWaiter, BaseSensorOperator):
         done = self.poke(context)
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value
-        from airflow_provider_ocean.triggers.ocean import OceanComputeJobTrigger
-
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
-        self.defer(
-            trigger=OceanComputeJobTrigger(
-                job_id=self.job_id,
-                ocean_conn_id=self.ocean_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=min(time.time() + timeout, self._deadline(context, None) or float("inf")),
-                stop_on_kill=True,
-            ),
-            method_name="execute_complete",
-            timeout=None,
-        )
+        end_time = min(time.time() + timeout, self._deadline(context, None) or float("inf"))
+        self._defer_until_done(self.job_id, end_time, stop_on_kill=True)
         return None  # pragma: no cover - defer raises
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
