@@ -28,6 +28,32 @@ DIRECT_IO_BUFFER = 8 * 1024 * 1024
 _ALIGN = 4096
 
 
+def stream_broke(operation: str, received: int, exc: BaseException) -> OceanConnectionError:
+    """The error of a download whose stream failed (only the exception's type: its text may hold URLs).
+
+    :param operation: what is being done.
+    :param received: the bytes received before.
+    :param exc: the transport error.
+    """
+    return OceanConnectionError(
+        f"{operation}: the stream broke after {received} bytes ({type(exc).__name__})"
+    )
+
+
+def check_length(operation: str, written: int, expected: int | None) -> None:
+    """Raise when a body ended before its ``Content-Length``.
+
+    :param operation: what is being done.
+    :param written: the bytes received.
+    :param expected: the declared length (``None``: not checked).
+    :raises OceanConnectionError: ``written`` differs from ``expected``.
+    """
+    if expected is not None and written != expected:
+        raise OceanConnectionError(
+            f"{operation}: the stream broke after {written} of {expected} bytes (connection closed)"
+        )
+
+
 def open_direct(path: str) -> int | None:
     """Open an existing file for writing with ``O_DIRECT``; ``None`` when the platform or file system
     cannot (then write it through the page cache).
@@ -90,9 +116,7 @@ def copy_body_direct(
                 try:
                     count = body.readinto(view[filled:])
                 except (OSError, http.client.HTTPException) as exc:
-                    raise OceanConnectionError(
-                        f"{operation}: the stream broke after {written + filled} bytes ({type(exc).__name__})"
-                    ) from None
+                    raise stream_broke(operation, written + filled, exc) from None
                 if not count:
                     break
                 filled += count
@@ -116,8 +140,5 @@ def copy_body_direct(
             pending.result()
     finally:
         hasher.shutdown(wait=True)
-    if expected is not None and written != expected:
-        raise OceanConnectionError(
-            f"{operation}: the stream broke after {written} of {expected} bytes (connection closed)"
-        )
+    check_length(operation, written, expected)
     return written

@@ -28,9 +28,15 @@ from urllib.parse import unquote
 
 import requests
 
-from airflow_provider_ocean.exceptions import OceanConnectionError, OceanResultSizeError
+from airflow_provider_ocean.exceptions import OceanResultSizeError
 from airflow_provider_ocean.models import DownloadedResult
-from airflow_provider_ocean.wire.direct_io import DIRECT_IO_MIN_BYTES, copy_body_direct, open_direct
+from airflow_provider_ocean.wire.direct_io import (
+    DIRECT_IO_MIN_BYTES,
+    check_length,
+    copy_body_direct,
+    open_direct,
+    stream_broke,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -274,9 +280,7 @@ def _copy(
             digest.update(chunk)
             written += len(chunk)
     except requests.RequestException as exc:
-        raise OceanConnectionError(
-            f"{operation}: the stream broke after {written} bytes ({type(exc).__name__})"
-        ) from None
+        raise stream_broke(operation, written, exc) from None
     return written
 
 
@@ -310,9 +314,7 @@ def _copy_body(
             try:
                 count = body.readinto(view)
             except (OSError, http.client.HTTPException) as exc:
-                raise OceanConnectionError(
-                    f"{operation}: the stream broke after {written} bytes ({type(exc).__name__})"
-                ) from None
+                raise stream_broke(operation, written, exc) from None
             if not count:
                 break
             chunk = view[:count]
@@ -331,8 +333,5 @@ def _copy_body(
     finally:
         if hasher is not None:
             hasher.shutdown(wait=True)
-    if expected is not None and written != expected:
-        raise OceanConnectionError(
-            f"{operation}: the stream broke after {written} of {expected} bytes (connection closed)"
-        )
+    check_length(operation, written, expected)
     return written

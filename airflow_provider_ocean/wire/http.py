@@ -227,18 +227,13 @@ class WireClient:
                 verify=self.verify,
                 stream=stream,
             )
-        except requests.Timeout as exc:
-            raise OceanConnectionError(
-                f"{operation}: no answer from {url} within {read_timeout:.0f} s ({type(exc).__name__})",
-                url=url,
-                request_sent=request_sent(exc),
-            ) from None
         except requests.RequestException as exc:
-            # str(exc) may contain the query string (signatures): only the type and a redacted reason.
+            if isinstance(exc, requests.Timeout):
+                failure = f"no answer from {url} within {read_timeout:.0f} s ({type(exc).__name__})"
+            else:  # str(exc) may contain the query string (signatures): the type and a redacted reason
+                failure = f"cannot reach {url} ({type(exc).__name__}: {redact(exc, 300)})"
             raise OceanConnectionError(
-                f"{operation}: cannot reach {url} ({type(exc).__name__}: {redact(exc, 300)})",
-                url=url,
-                request_sent=request_sent(exc),
+                f"{operation}: {failure}", url=url, request_sent=request_sent(exc)
             ) from None
         if response.status_code >= 400:
             raise self._error_answer(response, operation)
