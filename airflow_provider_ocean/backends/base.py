@@ -7,7 +7,7 @@ the wallet's signer, the chain client, a DDO reader) and hands it to the backend
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from airflow_provider_ocean.exceptions import OceanConfigError, OceanConnectionError, OceanError, redact
 
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from airflow_provider_ocean.settings import OceanConnectionSettings
     from airflow_provider_ocean.signing import Signer
     from airflow_provider_ocean.wire.download import Destination
+    from airflow_provider_ocean.wire.http import WireClient
+
+_Client = TypeVar("_Client", bound="WireClient")
 
 
 class Log(Protocol):
@@ -125,6 +128,21 @@ class BackendContext:
     def sender(self) -> TransactionSender:
         """Transaction sender of the consumer wallet."""
         return self.signer.transaction_sender(self.rpc)
+
+    def wire_client(self, client_type: type[_Client], **extra: Any) -> _Client:
+        """A wire client of the connection's server, with its timeout, TLS and retry settings.
+
+        :param client_type: the backend's client class.
+        :param extra: that class's own arguments (``aquarius_url``, ``auth_token``).
+        """
+        return client_type(
+            self.settings.provider_url,
+            timeout=self.settings.timeout,
+            verify=self.settings.verify_ssl,
+            retry_limit=self.retry_limit,
+            retry_delay=self.retry_delay,
+            **extra,
+        )
 
     def check_rpc_chain(self, chain_id: int) -> None:
         """Check, before anything is paid, that the RPC node answers and serves the connection's chain.

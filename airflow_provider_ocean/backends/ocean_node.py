@@ -94,15 +94,7 @@ class OceanNodeBackend:
     def _new_client(self) -> OceanNodeClient:
         from airflow_provider_ocean.wire.ocean_node import OceanNodeClient
 
-        settings = self.ctx.settings
-        return OceanNodeClient(
-            settings.provider_url,
-            timeout=settings.timeout,
-            verify=settings.verify_ssl,
-            retry_limit=self.ctx.retry_limit,
-            retry_delay=self.ctx.retry_delay,
-            auth_token=self.ctx.auth_token,
-        )
+        return self.ctx.wire_client(OceanNodeClient, auth_token=self.ctx.auth_token)
 
     @property
     def chain_id(self) -> int:

@@ -66,15 +66,7 @@ class ProviderV4Backend:
         """The Provider v4 wire client."""
         from airflow_provider_ocean.wire.provider_v4 import ProviderV4Client
 
-        settings = self.ctx.settings
-        return ProviderV4Client(
-            settings.provider_url,
-            aquarius_url=settings.aquarius_url,
-            timeout=settings.timeout,
-            verify=settings.verify_ssl,
-            retry_limit=self.ctx.retry_limit,
-            retry_delay=self.ctx.retry_delay,
-        )
+        return self.ctx.wire_client(ProviderV4Client, aquarius_url=self.ctx.settings.aquarius_url)
 
     @cached_property
     def chain_id(self) -> int:
