@@ -381,16 +381,9 @@ class OceanComputeHook(BaseHook):
         acquire_datatokens: str | None = None,
         max_datatoken_price: int | None = None,
     ) -> dict[str, Any]:
-        """Pay for and start a job in one call (see :meth:`pay_for_compute` for the parameters).
+        """Pay for and start a job in one call: :meth:`pay_for_compute` (which documents the parameters;
+        the Ocean Node options are not taken here), then :meth:`start_compute` with that payment.
 
-        :param datasets: the datasets.
-        :param algorithm: the algorithm.
-        :param environment: environment id; ``None`` = the default one.
-        :param valid_until: fee validity (epoch seconds, datetime or timedelta; Provider v4).
-        :param max_fee: fee cap in base units of the fee token.
-        :param transfer_tx_ids: orders paid earlier to reuse.
-        :param acquire_datatokens: obtain missing datatokens (``dispenser``/``fixed_rate``/``any``).
-        :param max_datatoken_price: price cap per datatoken bought.
         :return: JSON-safe ``{"job_id", "job": status dict, "payment": payment dict}``.
         """
         payment = self.pay_for_compute(
