@@ -530,11 +530,13 @@ class WireClient:
             endpoint = self.endpoint(name)
         attempts = 2 if retry_nonce else 1
         for attempt in range(1, attempts + 1):
+            used: list[str] = []
             once = functools.partial(
                 self._sign_and_send,
                 signer,
                 endpoint,
                 build,
+                used=used,
                 refresh=self.refresh_nonce or attempt > 1,
                 in_query=in_query,
                 operation=operation,
@@ -545,7 +547,12 @@ class WireClient:
                 return self._rate_limited(once, operation)
             except OceanProviderError as exc:
                 if exc.is_nonce_error and attempt < attempts:
-                    log.warning("%s: the %s refused the nonce; re-signing once", operation, self.service)
+                    log.warning(
+                        "%s: the %s refused nonce %s; re-signing once",
+                        operation,
+                        self.service,
+                        used[-1] if used else "?",
+                    )
                     continue
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -556,10 +563,15 @@ class WireClient:
         endpoint: tuple[str, str],
         build: Callable[[str], tuple[str, dict[str, Any]]],
         *,
+        used: list[str],
         refresh: bool,
         in_query: bool,
         **send: Any,
     ) -> requests.Response:
+        """Reserve a nonce, sign, send once.
+
+        :param used: the nonce is appended here (for the caller's messages).
+        """
         address = signer.address
 
         def stored() -> Any:
@@ -567,6 +579,7 @@ class WireClient:
                 return self.get_nonce(address)
 
         with self.nonces.reserve(self.base_url, address, stored, refresh=refresh) as nonce:
+            used.append(str(nonce))
             message, payload = build(nonce)
             payload["signature"] = signer.sign(message)
             return self._send(*endpoint, **send, **_placed(payload, in_query))
