@@ -12,6 +12,8 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_ocean.status import NodeStatus
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -20,8 +22,6 @@ if TYPE_CHECKING:
 
 #: Seconds kept free before ``execution_timeout`` so the job can be stopped before Airflow kills the task.
 DEADLINE_MARGIN = 10.0
-#: Ocean Node status "Running algorithm": the live log can be followed from then on.
-NODE_RUNNING_ALGORITHM = 40
 #: Read timeout of the live log stream (an algorithm may print nothing for a long time).
 LIVE_LOG_READ_TIMEOUT = 600.0
 #: How long the end of a live log may still take to arrive once the job ended.
@@ -140,7 +140,8 @@ class OceanJobWaiter:
 
     def _follows_live_log(self, job: JobStatus) -> bool:
         """Whether to start following the job's live log now (Ocean Node, algorithm running)."""
-        return bool(self.stream_logs) and job.status == NODE_RUNNING_ALGORITHM and self.hook.is_ocean_node
+        running = job.status == NodeStatus.RUNNING_ALGORITHM  # from then on the live log can be followed
+        return bool(self.stream_logs) and running and self.hook.is_ocean_node
 
     def _live_log(self, job_id: str) -> LiveLog:
         """Start copying the running job's log into the task log (its own HTTP session, a thread).
@@ -198,7 +199,6 @@ __all__ = [
     "DEADLINE_MARGIN",
     "LIVE_LOG_DRAIN_SECONDS",
     "LIVE_LOG_READ_TIMEOUT",
-    "NODE_RUNNING_ALGORITHM",
     "LiveLog",
     "OceanJobWaiter",
 ]

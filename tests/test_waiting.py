@@ -20,13 +20,15 @@ from airflow_provider_ocean.exceptions import OceanJobError
 from airflow_provider_ocean.models import JobStatus
 from airflow_provider_ocean.operators.compute import OceanComputeStartOperator
 from airflow_provider_ocean.sensors.ocean import OceanComputeJobStatusSensor
+from airflow_provider_ocean.status import NodeStatus
 from airflow_provider_ocean.waiting import (
     DEADLINE_MARGIN,
     LIVE_LOG_READ_TIMEOUT,
-    NODE_RUNNING_ALGORITHM,
     LiveLog,
     OceanJobWaiter,
 )
+
+RUNNING = NodeStatus.RUNNING_ALGORITHM
 
 JOB = "a" * 32
 
@@ -118,7 +120,12 @@ class TestLiveLog:
 class TestPollUntilTerminal:
     def test_returns_the_terminal_job_and_follows_the_live_log_once(self):
         hook = ScriptedHook(
-            [job(10), job(NODE_RUNNING_ALGORITHM), job(NODE_RUNNING_ALGORITHM), job(70, finished=True)],
+            [
+                job(10),
+                job(RUNNING),
+                job(RUNNING),
+                job(70, finished=True),
+            ],
             lines=["hello"],
         )
         done = Waiter(hook)._poll_until_terminal(JOB, None)
@@ -127,7 +134,7 @@ class TestPollUntilTerminal:
 
     @pytest.mark.parametrize(("ocean_node", "stream_logs"), [(False, True), (True, False)])
     def test_no_live_log_without_a_node_or_when_off(self, ocean_node, stream_logs):
-        hook = ScriptedHook([job(NODE_RUNNING_ALGORITHM), job(70, finished=True)], ocean_node=ocean_node)
+        hook = ScriptedHook([job(RUNNING), job(70, finished=True)], ocean_node=ocean_node)
         Waiter(hook, stream_logs=stream_logs)._poll_until_terminal(JOB, None)
         assert hook.streams == []
 
