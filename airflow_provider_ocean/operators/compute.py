@@ -164,8 +164,8 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
     def __init__(
         self,
         *,
-        datasets: Any,
-        algorithm: Any,
+        datasets: str | dict[str, Any] | Sequence[str | dict[str, Any]],
+        algorithm: str | dict[str, Any],
         environment: str | None = None,
         ocean_conn_id: str = "ocean_default",
         order_validity: timedelta | float | None = None,
