@@ -6,6 +6,7 @@ the wallet's signer, the chain client, a DDO reader) and hands it to the backend
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -45,39 +46,28 @@ def _mask(secret: str) -> None:
         mask_secret(value)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class BackendContext:
     """The connection as a backend sees it; every piece is built on first use (no I/O before).
 
     :param settings: the parsed connection settings.
     :param conn_id: the connection id (for error messages).
-    :param password: returns the connection's password (the wallet's private key); called once.
-    :param auth_token: returns the ``auth_token`` extra (Ocean Node), if any.
+    :param read_password: returns the connection's password (the wallet's private key); called once.
+    :param read_auth_token: returns the ``auth_token`` extra (Ocean Node), if any.
     :param get_ddo: reads an asset's DDO.
     :param log: the hook's logger.
     :param retry_limit: attempts for idempotent reads.
     :param retry_delay: initial backoff between those attempts, in seconds.
     """
 
-    def __init__(
-        self,
-        settings: OceanConnectionSettings,
-        *,
-        conn_id: str,
-        password: Callable[[], str | None],
-        auth_token: Callable[[], str | None],
-        get_ddo: Callable[[str], dict[str, Any]],
-        log: Log,
-        retry_limit: int = 3,
-        retry_delay: float = 1.0,
-    ) -> None:
-        self.settings = settings
-        self.conn_id = conn_id
-        self._password = password
-        self._auth_token = auth_token
-        self.get_ddo = get_ddo
-        self.log = log
-        self.retry_limit = retry_limit
-        self.retry_delay = retry_delay
+    settings: OceanConnectionSettings
+    conn_id: str
+    read_password: Callable[[], str | None]
+    read_auth_token: Callable[[], str | None]
+    get_ddo: Callable[[str], dict[str, Any]]
+    log: Log
+    retry_limit: int = 3
+    retry_delay: float = 1.0
 
     def __repr__(self) -> str:
         return f"BackendContext(conn_id={self.conn_id!r}, url={self.settings.provider_url!r})"
@@ -87,7 +77,7 @@ class BackendContext:
         """The consumer wallet's signer, built from the connection password (masked right away)."""
         from airflow_provider_ocean.signing import Signer, is_private_key
 
-        password = self._password()
+        password = self.read_password()
         if not password:
             raise OceanConfigError(
                 f"Connection {self.conn_id!r} has no password: set it to the consumer wallet's private key"
@@ -109,7 +99,7 @@ class BackendContext:
     @cached_property
     def auth_token(self) -> str | None:
         """The ``auth_token`` extra (sent instead of signatures to an Ocean Node)."""
-        return self._auth_token() or None
+        return self.read_auth_token() or None
 
     @cached_property
     def rpc(self) -> JsonRpcClient:

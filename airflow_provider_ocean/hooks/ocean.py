@@ -131,10 +131,10 @@ class OceanComputeHook(BaseHook):
         from airflow_provider_ocean.settings import extra_value
 
         return BackendContext(
-            self.settings,
+            settings=self.settings,
             conn_id=self.ocean_conn_id,
-            password=lambda: self._connection.password,
-            auth_token=lambda: extra_value(self._connection.extra_dejson or {}, "auth_token"),
+            read_password=lambda: self._connection.password,
+            read_auth_token=lambda: extra_value(self._connection.extra_dejson or {}, "auth_token"),
             get_ddo=self.get_ddo,
             log=self.log,
             retry_limit=self.retry_limit,
