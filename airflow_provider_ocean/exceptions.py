@@ -71,6 +71,11 @@ class OceanConfigError(OceanError):
     """The Airflow connection or hook arguments are missing or malformed."""
 
 
+class OceanWalletLockError(OceanConfigError):
+    """The connection's cluster wallet lock (``wallet_lock_url``) cannot be taken: unreachable, not free
+    in time, or redis-py missing. Raised before anything is signed or paid."""
+
+
 class OceanValidationError(OceanError):
     """The request is invalid; found before anything was spent."""
 

@@ -46,6 +46,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Verify TLS certificates (on by default).",
         "schema": {"type": ["boolean", "null"], "default": True},
     },
+    "wallet_lock_url": {
+        "label": "Wallet lock (Redis URL)",
+        "description": "Optional: a Redis URL whose lock serialises the wallet's nonces across all worker "
+        "hosts (e.g. the Celery broker's Redis). Empty: each host locks on its own.",
+        "schema": {"type": ["string", "null"], "examples": ["redis://redis:6379/0"]},
+    },
 }
 
 

@@ -1,11 +1,20 @@
-"""Inter-process locks for per-wallet nonces (Provider request nonces and chain transaction nonces).
+"""Wallet locks: who may reserve the next nonce of a wallet (Provider request nonces, chain nonces).
 
-A lock is an exclusive ``fcntl.flock`` on a small file in a per-user directory; the file also holds a
-counter that the lock holder reads and rewrites. ``flock`` locks belong to the open file, so they exclude
-other threads and other processes alike, and the kernel drops them when the holder dies (a crashed
-worker leaves no stale lock). On platforms without ``fcntl`` locking degrades to "this process only".
+Three kinds, one interface (:class:`WalletLocks`: ``hold(name)`` yields a :class:`Counter` that the
+holder reads and rewrites):
 
-No Airflow import here: the chain client (used by the sandbox without Airflow) relies on it.
+- :class:`FileLocks` (the default) - an exclusive ``fcntl.flock`` on a small file in a per-user
+  directory, which also holds the counter. ``flock`` locks belong to the open file, so they exclude other
+  threads and other processes of the **host** alike, and the kernel drops them when the holder dies (a
+  crashed worker leaves no stale lock). Without ``fcntl`` it degrades to "this process only".
+- :class:`RedisLocks` - one lock for the whole **cluster**, taken with redis-py's ``Lock`` on the Redis
+  a Celery deployment already runs (connection extra ``wallet_lock_url``). Its lease is short and renewed
+  while held, so a killed holder blocks the others for one lease at most. A Redis that cannot be reached
+  raises :class:`WalletLockError` before anything is signed.
+- :class:`ProcessLocks` - this process only (``OCEAN_NONCE_LOCK_DIR=off``).
+
+Without a cluster lock, hosts that share a wallet never coordinate; the callers make that safe on their
+own (docs/deployment.md). No Airflow import here: the chain client (used by the sandbox) relies on it.
 """
 
 from __future__ import annotations
@@ -14,8 +23,10 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -97,6 +108,227 @@ def write_counter(handle: IO[str] | None, value: int) -> None:
     handle.truncate()
     handle.write(str(value))
     handle.flush()
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password (for messages and logs).
+
+    :param url: a URL such as ``redis://:secret@host:6379/0``.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class WalletLockError(RuntimeError):
+    """The configured wallet lock cannot be taken (unreachable, or not free within the allowed wait)."""
+
+
+class Counter(Protocol):
+    """An integer kept beside a lock, read and rewritten by the holder."""
+
+    def read(self) -> int:
+        """The stored value (0 when none)."""
+        ...
+
+    def write(self, value: int) -> None:
+        """Replace the stored value.
+
+        :param value: the new value.
+        """
+        ...
+
+
+class WalletLocks(Protocol):
+    """Named exclusive locks, each with a :class:`Counter`."""
+
+    #: What the locks cover, for messages (``"this host"``, ``"the cluster (redis://…)"``).
+    scope: str
+
+    def hold(self, name: str) -> Any:
+        """A context manager holding lock ``name`` and yielding its :class:`Counter`.
+
+        :param name: the lock's name (:func:`lock_name`).
+        """
+        ...
+
+
+class _MemoryCounter:
+    """A counter that lives as long as the lock holder's process."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def read(self) -> int:
+        return self.value
+
+    def write(self, value: int) -> None:
+        self.value = value
+
+
+class _FileCounter:
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+
+    def read(self) -> int:
+        return read_counter(self.handle)
+
+    def write(self, value: int) -> None:
+        write_counter(self.handle, value)
+
+
+class ProcessLocks:
+    """Locks of this process only (the callers' thread locks already exclude other threads)."""
+
+    scope = "this process"
+
+    def __init__(self) -> None:
+        self._counters: dict[str, _MemoryCounter] = {}
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[Counter]:
+        yield self._counters.setdefault(name, _MemoryCounter())
+
+
+class FileLocks:
+    """``flock``-ed files in ``lock_dir``: every process of this host.
+
+    :param lock_dir: the directory of the lock files.
+    """
+
+    scope = "this host"
+
+    def __init__(self, lock_dir: str) -> None:
+        self.lock_dir = lock_dir
+        self._fallback = ProcessLocks()
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[Counter]:
+        with file_lock(self.lock_dir, name) as handle:
+            if handle is None:
+                with self._fallback.hold(name) as counter:
+                    yield counter
+            else:
+                yield _FileCounter(handle)
+
+
+class _RedisCounter:
+    def __init__(self, client: Any, key: str) -> None:
+        self.client, self.key = client, key
+
+    def read(self) -> int:
+        value = self.client.get(self.key)
+        text = value.decode() if isinstance(value, bytes) else str(value or "")
+        return int(text) if text.isdigit() else 0
+
+    def write(self, value: int) -> None:
+        self.client.set(self.key, str(value))
+
+
+class RedisLocks:
+    """One lock per name for the whole cluster, in Redis (redis-py ``Lock``; the ``redis`` extra).
+
+    :param url: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS).
+    :param lease: seconds the lock lives without renewal; renewed every third of it while held, so a
+        killed holder blocks the others for at most this long.
+    :param wait: seconds to wait for a held lock before :class:`WalletLockError`.
+    :param socket_timeout: seconds for connecting to and answering from Redis.
+    """
+
+    prefix = "airflow-provider-ocean:"
+
+    def __init__(
+        self, url: str, *, lease: float = 30.0, wait: float = 300.0, socket_timeout: float = 5.0
+    ) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise WalletLockError(
+                "wallet_lock_url names a Redis lock but the redis package is not installed: "
+                "pip install 'airflow-provider-ocean[redis]'"
+            ) from None
+        self.url = url
+        self.scope = f"the cluster ({redacted_url(url)})"
+        self.lease, self.wait = float(lease), float(wait)
+        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        try:
+            self.client = redis.Redis.from_url(
+                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            )
+        except (ValueError, *self._errors) as exc:
+            raise WalletLockError(f"Invalid wallet lock URL {redacted_url(url)}: {exc}") from None
+
+    def ping(self) -> None:
+        """Check that Redis answers; :class:`WalletLockError` otherwise."""
+        try:
+            self.client.ping()
+        except self._errors as exc:
+            raise WalletLockError(
+                f"The wallet lock at {redacted_url(self.url)} cannot be reached: {exc}"
+            ) from None
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[Counter]:
+        lock = self.client.lock(self.prefix + name, timeout=self.lease, blocking_timeout=self.wait)
+        try:
+            acquired = lock.acquire()
+        except self._errors as exc:
+            raise WalletLockError(
+                f"The wallet lock at {redacted_url(self.url)} cannot be reached: {exc}"
+            ) from None
+        if not acquired:
+            raise WalletLockError(
+                f"The wallet lock {name} at {redacted_url(self.url)} was not free within {self.wait:.0f} s"
+            )
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(lock, stop), name=f"renew-{name}", daemon=True)
+        renewer.start()
+        try:
+            yield _RedisCounter(self.client, self.prefix + name + ":counter")
+        finally:
+            stop.set()
+            renewer.join()
+            try:
+                lock.release()
+            except self._errors as exc:  # expired meanwhile, or Redis gone: the lease ends it anyway
+                log.warning("Releasing wallet lock %s: %s", name, exc)
+
+    def _renew(self, lock: Any, stop: threading.Event) -> None:
+        while not stop.wait(self.lease / 3):
+            try:
+                lock.reacquire()
+            except self._errors as exc:
+                log.warning("Renewing wallet lock %s failed: %s", lock.name, exc)
+
+
+_REGISTRY: dict[str, WalletLocks] = {}
+_REGISTRY_GUARD = threading.Lock()
+
+
+def wallet_locks(url: str | None = None) -> WalletLocks:
+    """The wallet locks of this process for a connection: a cluster lock when ``url`` names one, else
+    this host's lock files (:func:`default_lock_dir`), else this process only. One instance per URL.
+
+    :param url: the ``wallet_lock_url`` extra (``redis://…``), or ``None``.
+    :raises WalletLockError: ``url`` is not a Redis URL, or redis-py is missing.
+    """
+    key = (url or "").strip()
+    with _REGISTRY_GUARD:
+        if key not in _REGISTRY:
+            if key:
+                if not key.startswith(("redis://", "rediss://", "unix://")):
+                    raise WalletLockError(
+                        "wallet_lock_url must be a redis://, rediss:// or unix:// URL, "
+                        f"got {redacted_url(key)!r}"
+                    )
+                _REGISTRY[key] = RedisLocks(key)
+            else:
+                lock_dir = default_lock_dir()
+                _REGISTRY[key] = FileLocks(lock_dir) if lock_dir else ProcessLocks()
+        return _REGISTRY[key]
 
 
 def lock_name(kind: str, *parts: str) -> str:

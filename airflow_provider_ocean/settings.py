@@ -6,15 +6,18 @@ The connection (type ``ocean``):
   ``https`` is assumed unless the extra ``scheme`` says ``http``), ``port`` optional;
 - ``password``: the consumer wallet's private key (read by the hook, never here);
 - extras (plain keys or ``extra__ocean__<field>``): ``rpc_url``, ``chain_id``, ``aquarius_url``,
-  ``backend`` (``auto``/``provider_v4``/``ocean_node``), ``auth_token``, ``timeout``, ``verify_ssl``.
+  ``backend`` (``auto``/``provider_v4``/``ocean_node``), ``auth_token``, ``timeout``, ``verify_ssl``,
+  ``wallet_lock_url`` (a Redis URL: one wallet lock for every host, see docs/deployment.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from airflow_provider_ocean.exceptions import OceanConfigError
+from airflow_provider_ocean.exceptions import OceanConfigError, register_secret
+from airflow_provider_ocean.locks import redacted_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -56,6 +59,8 @@ class OceanConnectionSettings:
     :param backend: ``auto``, ``provider_v4`` or ``ocean_node``.
     :param timeout: read timeout for ordinary requests.
     :param verify_ssl: verify TLS certificates.
+    :param wallet_lock_url: a Redis URL whose lock serialises the wallet's nonces across every host
+        (``None``: each host's lock files; see docs/deployment.md). May hold a password: not in ``repr``.
     """
 
     provider_url: str
@@ -65,6 +70,7 @@ class OceanConnectionSettings:
     backend: str
     timeout: float
     verify_ssl: bool
+    wallet_lock_url: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_connection(cls, conn: Connection, *, timeout: float | None = None) -> OceanConnectionSettings:
@@ -106,6 +112,16 @@ class OceanConnectionSettings:
             raise OceanConfigError("timeout must be positive")
         aquarius = extra_value(extras, "aquarius_url")
         rpc_url = extra_value(extras, "rpc_url")
+        lock_url = str(extra_value(extras, "wallet_lock_url") or "").strip() or None
+        if lock_url is not None:
+            if not lock_url.startswith(("redis://", "rediss://", "unix://")):
+                raise OceanConfigError(
+                    "wallet_lock_url must be a redis://, rediss:// or unix:// URL of the Redis that holds "
+                    f"the wallet lock, got {redacted_url(lock_url)!r}"
+                )
+            password = urlsplit(lock_url).password
+            if password:
+                register_secret(password)
         return cls(
             provider_url=url,
             aquarius_url=str(aquarius).rstrip("/") if aquarius else url,
@@ -114,4 +130,5 @@ class OceanConnectionSettings:
             backend=backend,
             timeout=read_timeout,
             verify_ssl=_as_bool(extra_value(extras, "verify_ssl"), True),
+            wallet_lock_url=lock_url,
         )

@@ -3,31 +3,53 @@
 Provider v4 verifies an EIP-191 ``personal_sign`` over the **32-byte keccak** of the UTF-8 message
 (not over the text itself). Nonces are per exact address string, must never go down and must never
 repeat; :class:`NonceAllocator` hands out ``max(stored + 1, now_ms, last_sent + 1)`` under a lock per
-(Provider URL, address). The process-wide allocator :data:`NONCES` also takes an inter-process lock
-(``fcntl.flock`` on a per-(Provider, address) lock file that records the last nonce handed out), so
-that every task process of a worker host agrees on the order of a wallet's nonces.
+(Provider URL, address). The process-wide allocator :data:`NONCES` also takes the wallet lock of
+:mod:`airflow_provider_ocean.locks` (an ``flock``-ed file per host that records the last nonce handed
+out, or a cluster-wide Redis lock), so that every task process agrees on the order of a wallet's nonces.
+
+Hosts without a shared lock cannot agree, and Provider v4 accepts a nonce *equal* to the stored one (the
+job starts, then the Provider answers 503). So v4 nonces carry this process's random salt as a decimal
+fraction (``1765000000123.482913577``): the integer part is the millisecond nonce above and rises
+strictly in each process, the fraction differs between processes, so two hosts never send equal nonces;
+the magnitude stays in milliseconds, so other clients of the wallet (ocean.py) are not locked out.
+Provider v4 compares nonces as decimals and signs the text as sent (docs/reference/provider-v4-api.md
+§6); the Ocean Node takes integers only, and refuses an equal nonce before running anything.
 
 ``eth_account`` is imported lazily so that importing this module (e.g. while parsing DAGs) stays cheap.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import threading
 import time
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_ocean.exceptions import OceanConfigError, OceanValidationError, register_secret
-from airflow_provider_ocean.locks import default_lock_dir, file_lock, lock_name, read_counter, write_counter
+from airflow_provider_ocean.exceptions import (
+    OceanConfigError,
+    OceanValidationError,
+    OceanWalletLockError,
+    register_secret,
+)
+from airflow_provider_ocean.locks import (
+    FileLocks,
+    ProcessLocks,
+    WalletLockError,
+    default_lock_dir,
+    lock_name,
+    wallet_locks,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from typing import IO
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
     from airflow_provider_ocean.chain.tx import TransactionSender
+    from airflow_provider_ocean.locks import Counter, WalletLocks
 
 _KEY_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
@@ -127,6 +149,28 @@ class Signer:
         return TransactionSender(rpc, "0x" + bytes(self.__account.key).hex(), **kwargs)
 
 
+#: Digits of the per-process salt in a salted nonce's fraction.
+SALT_DIGITS = 9
+_salt: tuple[int, int] | None = None  # (pid, salt) - a forked child draws its own
+
+
+def process_salt() -> int:
+    """This process's random nonce salt (``1`` to ``10**SALT_DIGITS - 1``), drawn again after a fork."""
+    global _salt
+    pid = os.getpid()
+    if _salt is None or _salt[0] != pid:
+        _salt = (pid, 1 + secrets.randbelow(10**SALT_DIGITS - 1))
+    return _salt[1]
+
+
+def salted(nonce: int) -> str:
+    """``nonce`` with this process's salt as a decimal fraction (``"1765000000123.482913577"``).
+
+    :param nonce: the integer (millisecond) nonce.
+    """
+    return f"{nonce}.{process_salt():0{SALT_DIGITS}d}"
+
+
 def parse_stored_nonce(value: Any) -> int:
     """Turn the Provider's ``{"nonce": ...}`` value (a Decimal as text, or a number) into an int.
 
@@ -146,26 +190,36 @@ class NonceAllocator:
 
     Use :meth:`reserve` as a context manager around the whole signed request, so that nonces reach the
     Provider in the order they were handed out (the Provider refuses a nonce below the stored one).
-    Threads of one process are serialised by a lock per wallet; with ``lock_dir`` processes are too: the
-    wallet's lock file is ``flock``-ed for the same span and records the last nonce handed out, so
-    ``n = max(stored + 1, now_ms, last_in_file + 1, last_in_process + 1)`` is read and written under the
-    lock. Workers on other hosts are covered by the Provider's "expected nonce" refusal, which happens
-    before anything runs and is answered with one re-signed retry (``WireClient._signed``, wire/http.py).
+    Threads of one process are serialised by a lock per wallet; with wallet locks processes are too: the
+    wallet's lock (a file per host, or a cluster lock) is held for the same span and records the last
+    nonce handed out, so ``n = max(stored + 1, now_ms, last_in_lock + 1, last_in_process + 1)`` is read
+    and written under it. Workers on hosts outside the lock are covered by the salted fraction (no equal
+    nonces, see the module doc) and by the server's refusal of a lower nonce, which happens before
+    anything runs and is answered by re-signing (``WireClient._signed``, wire/http.py).
 
     :param clock: returns the current time in milliseconds (for tests).
     :param lock_dir: directory of the inter-process lock files; ``None`` = this process only.
+    :param locks: the wallet locks to use instead (wins over ``lock_dir``).
     """
 
-    def __init__(self, clock: Callable[[], int] | None = None, *, lock_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], int] | None = None,
+        *,
+        lock_dir: str | None = None,
+        locks: WalletLocks | None = None,
+    ) -> None:
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
-        self.lock_dir = lock_dir
+        if locks is None:
+            locks = FileLocks(lock_dir) if lock_dir else ProcessLocks()
+        self.locks: WalletLocks = locks
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._last: dict[tuple[str, str], int] = {}
         # the Provider's stored nonce as last read, per wallet (a lower bound: only ever grows)
         self._stored: dict[tuple[str, str], int] = {}
-        # key -> (locked file or None, depth) while this process holds the wallet's lock
-        self._held: dict[tuple[str, str], tuple[IO[str] | None, int]] = {}
+        # key -> (counter of the held wallet lock, depth) while this process holds it
+        self._held: dict[tuple[str, str], tuple[Counter, int]] = {}
 
     def _lock_for(self, key: tuple[str, str]) -> threading.RLock:
         with self._guard:
@@ -176,8 +230,11 @@ class NonceAllocator:
         return (provider_url.rstrip("/"), address)
 
     @contextmanager
-    def _wallet_lock(self, key: tuple[str, str]) -> Iterator[IO[str] | None]:
-        """The thread lock, then (once per holder, re-entrant) the inter-process file lock."""
+    def _wallet_lock(self, key: tuple[str, str]) -> Iterator[Counter]:
+        """The thread lock, then (once per holder, re-entrant) the wallet lock of :attr:`locks`.
+
+        :raises OceanWalletLockError: the configured wallet lock cannot be taken (nothing is signed).
+        """
         with self._lock_for(key):
             held = self._held.get(key)
             if held is not None:
@@ -187,38 +244,41 @@ class NonceAllocator:
                 finally:
                     self._held[key] = (held[0], held[1])
                 return
-            if self.lock_dir is None:
-                self._held[key] = (None, 1)
-                try:
-                    yield None
-                finally:
-                    del self._held[key]
-                return
-            with file_lock(self.lock_dir, lock_name("provider-nonce", *key)) as handle:
-                self._held[key] = (handle, 1)
-                try:
-                    yield handle
-                finally:
-                    del self._held[key]
+            hold = self.locks.hold(lock_name("provider-nonce", *key))
+            try:
+                counter = hold.__enter__()
+            except WalletLockError as exc:
+                raise OceanWalletLockError(str(exc)) from None
+            self._held[key] = (counter, 1)
+            try:
+                yield counter
+            except BaseException as exc:
+                del self._held[key]
+                if not hold.__exit__(type(exc), exc, exc.__traceback__):
+                    raise
+            else:
+                del self._held[key]
+                hold.__exit__(None, None, None)
 
-    def next_nonce(self, provider_url: str, address: str, stored: Any) -> str:
-        """Return the next nonce as a digit string, given the Provider's stored value.
+    def next_nonce(self, provider_url: str, address: str, stored: Any, *, salt: bool = False) -> str:
+        """Return the next nonce as text, given the server's stored value.
 
         :param provider_url: the Provider base URL.
         :param address: the exact address string the nonce is for.
         :param stored: the value of ``GET /api/services/nonce`` (text or number).
+        :param salt: add this process's salt as a decimal fraction (:func:`salted`; Provider v4 only).
         """
         key = self._key(provider_url, address)
-        with self._wallet_lock(key) as handle:
+        with self._wallet_lock(key) as counter:
             nonce = max(
                 parse_stored_nonce(stored) + 1,
                 self._clock(),
                 self._last.get(key, 0) + 1,
-                read_counter(handle) + 1,
+                counter.read() + 1,
             )
-            write_counter(handle, nonce)
+            counter.write(nonce)
             self._last[key] = nonce
-            return str(nonce)
+            return salted(nonce) if salt else str(nonce)
 
     @contextmanager
     def reserve(
@@ -228,6 +288,7 @@ class NonceAllocator:
         fetch_stored: Callable[[], Any],
         *,
         refresh: bool = False,
+        salt: bool = False,
     ) -> Iterator[str]:
         """Hold the per-wallet locks and yield the next nonce.
 
@@ -241,14 +302,16 @@ class NonceAllocator:
         :param address: the exact address string the nonce is for.
         :param fetch_stored: returns the Provider's stored nonce (``GET /api/services/nonce``).
         :param refresh: read the stored nonce whatever is known (after a refusal).
+        :param salt: add this process's salt as a decimal fraction (:func:`salted`; Provider v4 only).
+        :raises OceanWalletLockError: the configured wallet lock cannot be taken (nothing is signed).
         """
         key = self._key(provider_url, address)
-        with self._wallet_lock(key) as handle:
-            known = key in self._stored or key in self._last or read_counter(handle) > 0
+        with self._wallet_lock(key) as counter:
+            known = key in self._stored or key in self._last or counter.read() > 0
             if refresh or not known:
                 stored = parse_stored_nonce(fetch_stored())
                 self._stored[key] = max(stored, self._stored.get(key, 0))
-            yield self.next_nonce(provider_url, address, self._stored.get(key, 0))
+            yield self.next_nonce(provider_url, address, self._stored.get(key, 0), salt=salt)
 
     def last_sent(self, provider_url: str, address: str) -> int | None:
         """Return the last nonce this process handed out for this (Provider, address), if any.
@@ -262,3 +325,23 @@ class NonceAllocator:
 #: Process-wide allocator shared by every hook and client; its lock files make all task processes of a
 #: worker host agree on the nonces of a wallet.
 NONCES = NonceAllocator(lock_dir=default_lock_dir())
+_CLUSTER_NONCES: dict[str, NonceAllocator] = {}
+_CLUSTER_GUARD = threading.Lock()
+
+
+def nonce_allocator(wallet_lock_url: str | None = None) -> NonceAllocator:
+    """The process-wide allocator for a connection: :data:`NONCES`, or one per cluster lock URL.
+
+    :param wallet_lock_url: the connection's ``wallet_lock_url`` extra (``redis://…``), or ``None``.
+    :raises OceanWalletLockError: the URL is not usable (not Redis, or redis-py missing).
+    """
+    if not wallet_lock_url:
+        return NONCES
+    with _CLUSTER_GUARD:
+        if wallet_lock_url not in _CLUSTER_NONCES:
+            try:
+                locks = wallet_locks(wallet_lock_url)
+            except WalletLockError as exc:
+                raise OceanWalletLockError(str(exc)) from None
+            _CLUSTER_NONCES[wallet_lock_url] = NonceAllocator(locks=locks)
+        return _CLUSTER_NONCES[wallet_lock_url]

@@ -10,13 +10,21 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from airflow_provider_ocean.exceptions import OceanConfigError, OceanConnectionError, OceanError, redact
+from airflow_provider_ocean.exceptions import (
+    OceanConfigError,
+    OceanConnectionError,
+    OceanError,
+    OceanWalletLockError,
+    redact,
+)
+from airflow_provider_ocean.signing import nonce_allocator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
     from airflow_provider_ocean.chain.tx import TransactionSender
+    from airflow_provider_ocean.locks import WalletLocks
     from airflow_provider_ocean.models import (
         ComputeEnvironment,
         DownloadedResult,
@@ -117,7 +125,20 @@ class BackendContext:
     @cached_property
     def sender(self) -> TransactionSender:
         """Transaction sender of the consumer wallet."""
-        return self.signer.transaction_sender(self.rpc)
+        return self.signer.transaction_sender(self.rpc, locks=self.wallet_locks)
+
+    @cached_property
+    def wallet_locks(self) -> WalletLocks:
+        """The wallet locks of the connection: a cluster lock (``wallet_lock_url``) or this host's files.
+
+        :raises OceanWalletLockError: the lock URL is not usable (redis-py missing).
+        """
+        from airflow_provider_ocean.locks import WalletLockError, wallet_locks
+
+        try:
+            return wallet_locks(self.settings.wallet_lock_url)
+        except WalletLockError as exc:
+            raise OceanWalletLockError(str(exc)) from None
 
     def wire_client(self, client_type: type[_Client], **extra: Any) -> _Client:
         """A wire client of the connection's server, with its timeout, TLS and retry settings.
@@ -125,6 +146,8 @@ class BackendContext:
         :param client_type: the backend's client class.
         :param extra: that class's own arguments (``aquarius_url``, ``auth_token``).
         """
+        if self.settings.wallet_lock_url:  # else the backend module's process-wide allocator
+            extra.setdefault("nonces", nonce_allocator(self.settings.wallet_lock_url))
         return client_type(
             self.settings.provider_url,
             timeout=self.settings.timeout,

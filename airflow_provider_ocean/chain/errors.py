@@ -60,3 +60,27 @@ class TransactionRevertedError(ChainError):
         self.reason = reason
         detail = f": {reason}" if reason else " (no revert reason)"
         super().__init__(f"{what} {tx_hash} reverted{detail}")
+
+
+class TransactionReplacedError(ChainError):
+    """A sent transaction's nonce was used by another transaction of the same account, so it can never be
+    mined (it spent nothing), and re-sending the call gave up after a few attempts.
+
+    :param tx_hash: the replaced transaction's hash.
+    :param nonce: its nonce.
+    :param what: what it was for (``"startOrder on 0x…"``).
+    :param attempts: how many times the call was sent in all.
+    """
+
+    def __init__(self, tx_hash: str, nonce: int, what: str = "transaction", attempts: int = 1) -> None:
+        self.tx_hash = tx_hash
+        self.nonce = nonce
+        super().__init__(
+            f"{what} {tx_hash} can never be mined: its nonce {nonce} was used by another transaction of "
+            f"the same account (sent {attempts} time(s); another host is using this wallet heavily - "
+            "configure a shared wallet lock, see docs/deployment.md)"
+        )
+
+
+class WalletLockUnavailableError(ChainError):
+    """The configured wallet lock (``wallet_lock_url``) could not be taken; nothing was signed."""

@@ -1,18 +1,31 @@
 """Building, signing and sending transactions, and checking their receipts.
 
 Nonces of one account are reserved and used under a lock shared by every sender of that account in the
-process and, through an ``flock``-ed file (:mod:`airflow_provider_ocean.locks`), by every process of the
-host: read the pending count, sign, broadcast, release. A nonce the node says is taken is refetched (and
-at least bumped past the one tried). A transaction that is not mined in time is rebroadcast as the very
-same signed bytes, so it can only ever be mined once; a second nonce is never spent on the same intent.
+process and, through the wallet locks of :mod:`airflow_provider_ocean.locks` (an ``flock``-ed file per
+host, or one cluster-wide Redis lock), by every process: read the pending count, sign, broadcast,
+release. Other hosts with the same key and no shared lock are expected, so:
+
+- every answer meaning "this nonce is taken" (the texts of geth, erigon, besu, nethermind, anvil and
+  ganache in :data:`NONCE_TAKEN`) makes the sender re-read the pending count and re-sign the same call;
+  nothing was accepted, so nothing can be paid twice;
+- every signed transaction is unique (a few random units of gas limit), so "already known" can only mean
+  this very transaction, never another host's identical one;
+- while waiting, a transaction whose nonce the account's *mined* count has passed although it has no
+  receipt and the node does not know it was provably replaced by another transaction: it can never be
+  mined, so the same call is re-signed with a fresh nonce within seconds (:meth:`TransactionSender.wait`).
+
+A transaction that is merely not mined yet is rebroadcast as the very same signed bytes, so it can only
+ever be mined once; a second nonce is spent on the same intent only once the first provably cannot land.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import secrets
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +38,12 @@ from airflow_provider_ocean.chain.errors import (
     ReceiptTimeoutError,
     RpcError,
     RpcUnavailableError,
+    TransactionReplacedError,
     TransactionRevertedError,
+    WalletLockUnavailableError,
 )
 from airflow_provider_ocean.chain.rpc import from_hex
-from airflow_provider_ocean.locks import default_lock_dir, file_lock, lock_name
+from airflow_provider_ocean.locks import FileLocks, ProcessLocks, WalletLockError, lock_name, wallet_locks
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,17 +51,46 @@ if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
+    from airflow_provider_ocean.locks import WalletLocks
 
 log = logging.getLogger(__name__)
 
-# geth/erigon/besu phrasing, and ganache's (barge) "the tx doesn't have the correct nonce"
-_NONCE_ERRORS = (
+#: Broadcast answers meaning "another transaction holds this nonce" (lower-cased, matched as substrings):
+#: geth/erigon/anvil ``nonce too low`` and ``replacement transaction underpriced``, besu's
+#: ``NONCE_TOO_LOW`` / ``TRANSACTION_REPLACEMENT_UNDERPRICED``, nethermind's ``OldNonce``, ganache's
+#: ``the tx doesn't have the correct nonce`` and ``transaction can't be replaced, mining has already
+#: started``. Nothing of ours was accepted: re-read the pending count and re-sign.
+NONCE_TAKEN = (
     "nonce too low",
+    "nonce_too_low",
+    "oldnonce",
+    "nonce has already been used",
     "replacement transaction underpriced",
+    "transaction_replacement_underpriced",
     "replacement fee too low",
+    "replacement_underpriced",
     "doesn't have the correct nonce",
+    "transaction can't be replaced",
+    "mining has already started",
+    "transaction replaced by better transaction",
 )
-_KNOWN_ERRORS = ("already known", "known transaction", "already imported")
+#: Answers meaning "the node already has this very transaction" (same hash: ours, since every signed
+#: transaction carries a random gas salt): it was sent.
+ALREADY_KNOWN = (
+    "already known",
+    "alreadyknown",
+    "known transaction",
+    "known_transaction",
+    "already imported",
+)
+#: Attempts at a broadcast whose nonce other senders keep taking.
+NONCE_ATTEMPTS = 8
+#: Re-sends of a call whose transaction was provably replaced while waiting for its receipt.
+MAX_RESENDS = 3
+#: Upper bound (exclusive) of the random gas-limit salt that makes every signed transaction unique.
+GAS_SALT = 1024
+#: Seconds between checks of whether a waited-for transaction's nonce was used by another one.
+REPLACED_CHECK_INTERVAL = 1.0
 #: Marker for "use the default lock directory" (``None`` means no inter-process lock).
 DEFAULT_LOCK_DIR = "default"
 # One lock per (chain id, address) shared by every TransactionSender of this process.
@@ -122,6 +166,8 @@ class TransactionSender:
         broadcast again (default: a quarter of ``receipt_timeout``, at most 30 s).
     :param lock_dir: directory of the inter-process nonce lock files; ``None`` = this process only;
         default ``$OCEAN_NONCE_LOCK_DIR`` or a per-user temp folder.
+    :param locks: the wallet locks to use instead (e.g. a cluster lock,
+        :func:`airflow_provider_ocean.locks.wallet_locks`); wins over ``lock_dir``.
     """
 
     def __init__(
@@ -133,6 +179,7 @@ class TransactionSender:
         receipt_timeout: float = 120.0,
         rebroadcast_interval: float | None = None,
         lock_dir: str | None = DEFAULT_LOCK_DIR,
+        locks: WalletLocks | None = None,
     ) -> None:
         self.rpc = rpc
         self._account: LocalAccount = Account.from_key(private_key)
@@ -142,7 +189,12 @@ class TransactionSender:
         self.rebroadcast_interval = (
             rebroadcast_interval if rebroadcast_interval is not None else min(30.0, receipt_timeout / 4)
         )
-        self.lock_dir = default_lock_dir() if lock_dir == DEFAULT_LOCK_DIR else lock_dir
+        if locks is None:
+            if lock_dir == DEFAULT_LOCK_DIR:
+                locks = wallet_locks()
+            else:
+                locks = ProcessLocks() if lock_dir is None else FileLocks(lock_dir)
+        self.locks: WalletLocks = locks
         self._next_nonce: int | None = None
         self._chain_id: int | None = None
         # thread holding the nonce lock through batch(), and whether it read the pending count yet
@@ -187,14 +239,19 @@ class TransactionSender:
 
     @contextmanager
     def nonce_lock(self) -> Iterator[None]:
-        """Hold the account's nonce lock: every sender of this account in this process, and (with a lock
-        directory) every process of this host, waits while one reserves a nonce and broadcasts."""
-        with _account_lock(self.chain_id, self.address):
-            if self.lock_dir is None:
-                yield
-                return
-            with file_lock(self.lock_dir, lock_name("chain-nonce", str(self.chain_id), self.address.lower())):
-                yield
+        """Hold the account's nonce lock: every sender of this account in this process, and (through
+        :attr:`locks`) every process of the host or of the cluster, waits while one reserves a nonce and
+        broadcasts.
+
+        :raises WalletLockUnavailableError: the configured wallet lock cannot be taken (nothing signed).
+        """
+        name = lock_name("chain-nonce", str(self.chain_id), self.address.lower())
+        with _account_lock(self.chain_id, self.address), ExitStack() as held:
+            try:
+                held.enter_context(self.locks.hold(name))
+            except WalletLockError as exc:
+                raise WalletLockUnavailableError(str(exc)) from None
+            yield
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -243,16 +300,20 @@ class TransactionSender:
         """Sign and broadcast a transaction, without waiting for it to be mined.
 
         The nonce is reserved and the transaction broadcast under :meth:`nonce_lock`. A nonce the node
-        reports as taken (another host using the same key, a lagging pending count) is refetched and at
-        least bumped past the one tried, up to three times; a transaction the node already knows is not
-        sent twice. When the broadcast's answer is lost (transport error), the transaction is treated as
-        sent - never re-signed with another nonce - and :meth:`wait` looks for it or rebroadcasts it.
+        reports as taken (:data:`NONCE_TAKEN`: another host using the same key, a lagging pending count)
+        is re-read and at least bumped past the one tried, up to :data:`NONCE_ATTEMPTS` times with a
+        short random pause (hosts racing for the same nonce fall out of step); a transaction the node
+        already knows (:data:`ALREADY_KNOWN`) is ours and not sent twice. When the broadcast's answer is
+        lost (transport error), the transaction is treated as sent - never re-signed with another nonce -
+        and :meth:`wait` looks for it, rebroadcasts it, or notices that its nonce went to another one.
         """
         tx = self.build(to, data, value=value, gas=gas, fees=fees)
+        # a random salt in the gas limit makes these signed bytes unique to this call (see module doc)
+        tx["gas"] += secrets.randbelow(GAS_SALT)
         in_batch = self._batch_owner == threading.get_ident()
         with nullcontext() if in_batch else self.nonce_lock():
             tx["nonce"] = self._reserve_nonce()
-            for attempt in range(4):
+            for attempt in range(1, NONCE_ATTEMPTS + 1):
                 signable = {k: v for k, v in tx.items() if k != "from"}
                 signed = self._account.sign_transaction(signable)
                 raw = bytes(signed.raw_transaction)
@@ -271,11 +332,11 @@ class TransactionSender:
                     )
                     break
                 except RpcError as exc:
-                    message = exc.rpc_message.lower()
-                    if any(m in message for m in _KNOWN_ERRORS):
+                    if is_already_known(exc):
                         break
-                    if attempt < 3 and any(m in message for m in _NONCE_ERRORS):
+                    if attempt < NONCE_ATTEMPTS and is_nonce_taken(exc):
                         tried = tx["nonce"]
+                        time.sleep(random.uniform(0.0, 0.05 * attempt))  # noqa: S311 - jitter only
                         pending = self.rpc.get_transaction_count(self.address, "pending")
                         tx["nonce"] = max(pending, tried + 1)
                         log.info("Nonce %s was taken (%s); using %s", tried, exc.rpc_message, tx["nonce"])
@@ -309,12 +370,45 @@ class TransactionSender:
         Every :attr:`rebroadcast_interval` seconds without a receipt the same signed transaction is
         broadcast again (a node may have dropped it); after :attr:`receipt_timeout` seconds
         :class:`ReceiptTimeoutError` is raised (the transaction may still be mined later, never twice).
+        When the transaction provably can no longer be mined - its nonce went to another transaction of
+        the account (:meth:`replaced_by_another`) - the same call is signed again with a fresh nonce, at
+        most :data:`MAX_RESENDS` times; the receipt returned is then the new transaction's.
 
         :raises TransactionRevertedError: the transaction reverted (with the reason when available).
+        :raises TransactionReplacedError: its nonce kept going to other transactions.
         """
+        for resend in range(MAX_RESENDS + 1):
+            receipt = self._wait_one(sent)
+            if receipt is not None:
+                return receipt
+            if resend == MAX_RESENDS:
+                break
+            log.warning(
+                "%s %s can never be mined: nonce %s was used by another transaction of %s; "
+                "sending the same call again with a fresh nonce",
+                sent.what,
+                sent.tx_hash,
+                sent.tx.get("nonce"),
+                self.address,
+            )
+            sent = self.send(
+                sent.tx.get("to"),
+                sent.tx.get("data", b""),
+                value=sent.tx.get("value", 0),
+                gas=sent.tx["gas"],
+                what=sent.what,
+            )
+        raise TransactionReplacedError(
+            sent.tx_hash, int(sent.tx.get("nonce", -1)), sent.what, MAX_RESENDS + 1
+        )
+
+    def _wait_one(self, sent: SentTransaction) -> dict[str, Any] | None:
+        """The receipt of ``sent``; ``None`` once it provably can never be mined (see :meth:`wait`)."""
         started = time.monotonic()
         deadline = started + self.receipt_timeout
         next_rebroadcast = started + self.rebroadcast_interval
+        next_check = started + REPLACED_CHECK_INTERVAL
+        replaced_since: float | None = None
         delay = 0.1
         while True:
             try:
@@ -328,17 +422,65 @@ class TransactionSender:
                 check_receipt(self.rpc, receipt, sent)
                 return receipt
             now = time.monotonic()
+            if now >= next_check:
+                next_check = now + REPLACED_CHECK_INTERVAL
+                if not self.replaced_by_another(sent):
+                    replaced_since = None
+                elif replaced_since is None:
+                    replaced_since = now
+                elif now - replaced_since >= 2 * REPLACED_CHECK_INTERVAL:
+                    return None  # seen replaced on checks two intervals apart: a lagging node can't fake it
             if now >= deadline:
                 raise ReceiptTimeoutError(sent.tx_hash, self.receipt_timeout)
             if sent.raw and now >= next_rebroadcast:
                 self.rebroadcast(sent)
                 next_rebroadcast = now + self.rebroadcast_interval
             time.sleep(min(delay, max(deadline - now, 0.0)))
-            delay = min(delay * 1.5, 2.0)
+            delay = min(delay * 1.5, 1.0)
+
+    def replaced_by_another(self, sent: SentTransaction) -> bool:
+        """Whether ``sent`` can never be mined: the account's mined count passed its nonce, yet it has no
+        receipt and the node has it in no block (so another transaction took that nonce).
+
+        Read in this order - mined count first - so that a transaction mined in between shows its
+        receipt. Any read failure answers ``False`` (not proven).
+
+        :param sent: a sent transaction.
+        """
+        nonce = sent.tx.get("nonce")
+        if nonce is None:
+            return False
+        try:
+            if self.rpc.get_transaction_count(self.address, "latest") <= int(nonce):
+                return False
+            if self.rpc.get_transaction_receipt(sent.tx_hash) is not None:
+                return False
+            known = self.rpc.get_transaction(sent.tx_hash)
+        except ChainError:
+            return False
+        return known is None or known.get("blockNumber") is None
 
     def transact(self, to: str | None, data: bytes, **kwargs: Any) -> dict[str, Any]:
         """Send a transaction and wait for its successful receipt."""
         return self.wait(self.send(to, data, **kwargs))
+
+
+def is_nonce_taken(error: RpcError) -> bool:
+    """Whether a broadcast's error answer means "another transaction holds this nonce".
+
+    :param error: the node's answer to ``eth_sendRawTransaction``.
+    """
+    message = error.rpc_message.lower()
+    return any(text in message for text in NONCE_TAKEN)
+
+
+def is_already_known(error: RpcError) -> bool:
+    """Whether a broadcast's error answer means "the node already has this very transaction".
+
+    :param error: the node's answer to ``eth_sendRawTransaction``.
+    """
+    message = error.rpc_message.lower()
+    return any(text in message for text in ALREADY_KNOWN)
 
 
 def check_receipt(rpc: JsonRpcClient, receipt: dict[str, Any], sent: SentTransaction | None = None) -> None:

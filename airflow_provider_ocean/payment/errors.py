@@ -9,6 +9,8 @@ the Escrow payer (``payment/escrow.py``):
 - ``ReceiptTimeoutError`` (no receipt in time): :class:`OceanPaymentError`, by default with its
   ``tx_hash`` and the hint that it may still be mined;
 - ``RpcUnavailableError`` (no answer, not JSON-RPC): :class:`OceanConnectionError`;
+- ``WalletLockUnavailableError`` (the cluster wallet lock cannot be taken; nothing signed):
+  :class:`OceanWalletLockError`;
 - ``RpcError`` (the node's error object) and any other chain error: :class:`OceanPaymentError`, by
   default with the node's own message and a hint when the wallet lacks gas funds.
 
@@ -29,8 +31,14 @@ from airflow_provider_ocean.chain.errors import (
     RpcError,
     RpcUnavailableError,
     TransactionRevertedError,
+    WalletLockUnavailableError,
 )
-from airflow_provider_ocean.exceptions import OceanConnectionError, OceanError, OceanPaymentError
+from airflow_provider_ocean.exceptions import (
+    OceanConnectionError,
+    OceanError,
+    OceanPaymentError,
+    OceanWalletLockError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -78,6 +86,8 @@ def translate(
         )
     if isinstance(exc, RpcUnavailableError):
         return OceanConnectionError(f"{what}: {exc}{tail}")
+    if isinstance(exc, WalletLockUnavailableError):
+        return OceanWalletLockError(f"{what}: {exc}{tail}")
     if plain:
         return OceanPaymentError(f"{what}: {exc}{tail}", spent=spent)
     message = exc.rpc_message if isinstance(exc, RpcError) else str(exc)

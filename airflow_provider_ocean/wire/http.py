@@ -14,9 +14,10 @@
 - :meth:`~WireClient._read`: idempotent reads (``GET /``, environments, nonce, status, DDO) go through
   the one retry policy (:func:`airflow_provider_ocean.retry.read_retrying`) on connection errors and the
   backend's transient 5xx. Everything else is sent once.
-- :meth:`~WireClient._signed`: nonce reservation under the wallet lock, signature, send; re-signed once
-  when the server refused the nonce itself (that happens before anything runs). A failure before the
-  signed request left (discovery, nonce read) has ``request_sent=False``.
+- :meth:`~WireClient._signed`: nonce reservation under the wallet lock, signature, send; re-signed with a
+  fresh nonce (up to :data:`NONCE_RESIGNS` times: other hosts may keep moving the stored nonce) when the
+  server refused the nonce itself (that happens before anything runs). A failure before the signed
+  request left (discovery, nonce read, wallet lock) has ``request_sent=False``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ LONG_TIMEOUT = 180.0
 CONNECT_TIMEOUT = 10.0
 #: Seconds waited after a rate-limit answer that announces nothing.
 DEFAULT_RATE_LIMIT_WAIT = 5.0
+#: Re-signatures after the server refused the nonce itself (before running anything): hosts sharing a
+#: wallet without a shared lock can each move the stored nonce past another's.
+NONCE_RESIGNS = 3
 _MAX_ERROR_BODY = 64 * 1024
 #: The compute routes both backends have, by their ``serviceEndpoints`` names.
 COMPUTE_ENDPOINTS: dict[str, tuple[str, str]] = {
@@ -152,6 +156,8 @@ class WireClient:
     error_type: ClassVar[type[OceanProviderError]] = OceanProviderError
     #: Read the stored nonce before every signed command, not only after a refusal.
     refresh_nonce: ClassVar[bool] = False
+    #: Send nonces with this process's salt as a decimal fraction (signing.py; Provider v4 only).
+    salted_nonces: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -512,7 +518,7 @@ class WireClient:
         stream: bool = False,
         retry_nonce: bool = False,
     ) -> requests.Response:
-        """Reserve a nonce under the wallet lock, sign, send; optionally re-sign once on a refused nonce.
+        """Reserve a nonce under the wallet lock, sign, send; optionally re-sign on a refused nonce.
 
         The wallet lock is held until the answer's headers arrived, so that nonces of one process reach
         the server in order.
@@ -524,11 +530,12 @@ class WireClient:
         :param in_query: send the payload as query parameters instead of a JSON body.
         :param timeout: read timeout.
         :param stream: stream the answer.
-        :param retry_nonce: re-sign with a fresh nonce once if the server refuses the nonce itself.
+        :param retry_nonce: re-sign with a fresh nonce (up to :data:`NONCE_RESIGNS` times) if the server
+            refuses the nonce itself.
         """
         with _not_sent():
             endpoint = self.endpoint(name)
-        attempts = 2 if retry_nonce else 1
+        attempts = 1 + NONCE_RESIGNS if retry_nonce else 1
         for attempt in range(1, attempts + 1):
             used: list[str] = []
             once = functools.partial(
@@ -548,7 +555,7 @@ class WireClient:
             except OceanProviderError as exc:
                 if exc.is_nonce_error and attempt < attempts:
                     log.warning(
-                        "%s: the %s refused nonce %s; re-signing once",
+                        "%s: the %s refused nonce %s; re-signing with a fresh one",
                         operation,
                         self.service,
                         used[-1] if used else "?",
@@ -578,7 +585,9 @@ class WireClient:
             with _not_sent():
                 return self.get_nonce(address)
 
-        with self.nonces.reserve(self.base_url, address, stored, refresh=refresh) as nonce:
+        with self.nonces.reserve(
+            self.base_url, address, stored, refresh=refresh, salt=self.salted_nonces
+        ) as nonce:
             used.append(str(nonce))
             message, payload = build(nonce)
             payload["signature"] = signer.sign(message)

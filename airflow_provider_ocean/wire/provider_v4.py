@@ -48,6 +48,9 @@ class ProviderV4Client(WireClient):
     default_endpoints = DEFAULT_ENDPOINTS
     #: The Provider answers 5xx for uncaught exceptions and operator-service trouble: all worth a retry.
     transient_statuses = frozenset(range(500, 600))
+    #: It accepts a nonce equal to the stored one (then fails after running the command): salted
+    #: decimal nonces keep hosts without a shared lock from ever sending equal ones (signing.py).
+    salted_nonces = True
 
     def __init__(self, base_url: str, *, aquarius_url: str | None = None, **settings: Any) -> None:
         super().__init__(base_url, **settings)

@@ -12,6 +12,8 @@ import io
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -219,10 +221,11 @@ class TestUnknownStartOutcome:
 
 
 class _ReusesStoredNonce(NonceAllocator):
-    """A broken client: sends the Provider's stored nonce again (equal passes the check, then 503)."""
+    """A broken client: sends the Provider's stored nonce text again (equal passes the check, then 503)."""
 
-    def next_nonce(self, provider_url: str, address: str, stored: Any) -> str:
-        return str(parse_stored_nonce(stored))
+    @contextmanager
+    def reserve(self, provider_url: str, address: str, fetch_stored: Any, **_: Any) -> Iterator[str]:
+        yield str(fetch_stored())
 
 
 class _FakeTaskInstance:
@@ -356,11 +359,11 @@ class _StaleOnce(NonceAllocator):
         super().__init__()
         self.calls = 0
 
-    def next_nonce(self, provider_url: str, address: str, stored: Any) -> str:
+    def next_nonce(self, provider_url: str, address: str, stored: Any, **kwargs: Any) -> str:
         self.calls += 1
         if self.calls == 1:
             return str(parse_stored_nonce(stored) - 1)
-        return super().next_nonce(provider_url, address, stored)
+        return super().next_nonce(provider_url, address, stored, **kwargs)
 
 
 def _foreign_signature(message: str, record: list[str]) -> str:

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -436,7 +437,7 @@ class TestProviderBehaviour:
         requests.put(sandbox["provider_url"] + "/api/services/compute", json=body, timeout=30)
         assert fresh_hook.provider.get_nonce(signer.address) == poisoned
         fresh_hook.stop_job("0" * 32)  # signed with stored + 1: accepted
-        assert int(fresh_hook.provider.get_nonce(signer.address)) == int(poisoned) + 1
+        assert int(Decimal(fresh_hook.provider.get_nonce(signer.address))) == int(poisoned) + 1
         # Known to this process now, the stored nonce is not read again before each request; when
         # another client pushes it further, the Provider refuses ours and the stop is re-signed above.
         later = str(time.time_ns() + 10**12)
@@ -444,4 +445,4 @@ class TestProviderBehaviour:
         body["signature"] = signer.sign(job_message(signer.address, "0" * 32, None, later))
         requests.put(sandbox["provider_url"] + "/api/services/compute", json=body, timeout=30)
         fresh_hook.stop_job("0" * 32)
-        assert int(fresh_hook.provider.get_nonce(signer.address)) == int(later) + 1
+        assert int(Decimal(fresh_hook.provider.get_nonce(signer.address))) == int(later) + 1

@@ -12,10 +12,12 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -35,9 +37,10 @@ from airflow_provider_ocean.exceptions import (
     OceanValidationError,
 )
 from airflow_provider_ocean.models import ComputeAlgorithm, ComputeInput, JobStatus
-from airflow_provider_ocean.signing import NonceAllocator, Signer
+from airflow_provider_ocean.signing import NonceAllocator, Signer, process_salt
 from airflow_provider_ocean.wire.download import content_disposition_filename
 from airflow_provider_ocean.wire.errors import parse_error
+from airflow_provider_ocean.wire.http import NONCE_RESIGNS
 from airflow_provider_ocean.wire.provider_v4 import DEFAULT_ENDPOINTS, ProviderV4Client
 
 KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
@@ -527,8 +530,9 @@ class TestStartCompute:
         assert body["environment"] == "ocean-compute"
         assert body["consumerAddress"] == ADDRESS
         assert isinstance(body["nonce"], str)
-        assert body["nonce"].isdigit()
-        assert int(body["nonce"]) > 1
+        # the millisecond nonce with this process's salt as a decimal fraction (no equal nonces across hosts)
+        assert re.fullmatch(r"\d{13,}\.\d{9}", body["nonce"])
+        assert body["nonce"].endswith(f".{process_salt():09d}")
         assert recover(f"{ADDRESS}{DID}{body['nonce']}", body["signature"]) == ADDRESS
 
     def test_single_dataset_sends_no_additional_datasets(self, server, signer):
@@ -545,7 +549,8 @@ class TestStartCompute:
         make_client(server.url).start_compute(
             signer, datasets=self.DATASETS, algorithm=self.ALGORITHM, environment="e"
         )
-        assert server.calls("POST", "/api/services/compute")[0].json["nonce"] == "1900000000000000001"
+        sent = server.calls("POST", "/api/services/compute")[0].json["nonce"]
+        assert sent == f"1900000000000000001.{process_salt():09d}"
 
     def test_refused_nonce_is_resigned_once(self, server, signer):
         nonce_route(server)
@@ -564,10 +569,10 @@ class TestStartCompute:
         )
         assert job.job_id == JOB_ID
         first, second = server.calls("POST", "/api/services/compute")
-        assert int(second.json["nonce"]) > int(first.json["nonce"])
+        assert Decimal(second.json["nonce"]) > Decimal(first.json["nonce"])
         assert recover(f"{ADDRESS}{DID}{second.json['nonce']}", second.json["signature"]) == ADDRESS
 
-    def test_refused_nonce_twice_raises(self, server, signer):
+    def test_a_nonce_refused_every_time_raises_after_the_resigns(self, server, signer):
         nonce_route(server)
         server.routes[("POST", "/api/services/compute")] = Reply(
             400, {"errors": {"signature": "Invalid signature expected nonce (9) > current nonce (8)."}}
@@ -577,7 +582,7 @@ class TestStartCompute:
                 signer, datasets=self.DATASETS, algorithm=self.ALGORITHM, environment="e"
             )
         assert info.value.is_nonce_error
-        assert len(server.calls("POST", "/api/services/compute")) == 2
+        assert len(server.calls("POST", "/api/services/compute")) == 1 + NONCE_RESIGNS
 
     def test_order_invalid(self, server, signer):
         nonce_route(server)
@@ -685,7 +690,7 @@ class TestStatusStopDelete:
         client = make_client(server.url)
         for _ in range(3):
             client.stop_job(signer, JOB_ID)
-        nonces = [int(c.json["nonce"]) for c in server.calls("PUT", "/api/services/compute")]
+        nonces = [Decimal(c.json["nonce"]) for c in server.calls("PUT", "/api/services/compute")]
         assert nonces == sorted(set(nonces))
         # the stored nonce is read once: after that the nonces handed out bound it
         assert len(server.calls("GET", "/api/services/nonce")) == 1
@@ -706,7 +711,7 @@ class TestStatusStopDelete:
         client.stop_job(signer, JOB_ID)
         calls = server.calls("PUT", "/api/services/compute")
         assert len(calls) == 3
-        assert int(calls[1].json["nonce"]) < int(ahead) < int(calls[2].json["nonce"])
+        assert Decimal(calls[1].json["nonce"]) < Decimal(ahead) < Decimal(calls[2].json["nonce"])
         assert len(server.calls("GET", "/api/services/nonce")) == 2
 
 
