@@ -163,12 +163,13 @@ def process_salt() -> int:
     return _salt[1]
 
 
-def salted(nonce: int) -> str:
-    """``nonce`` with this process's salt as a decimal fraction (``"1765000000123.482913577"``).
+def salted(nonce: int, salt: int | None = None) -> str:
+    """``nonce`` with a salt as a decimal fraction (``"1765000000123.482913577"``).
 
     :param nonce: the integer (millisecond) nonce.
+    :param salt: the salt (default: this process's, :func:`process_salt`).
     """
-    return f"{nonce}.{process_salt():0{SALT_DIGITS}d}"
+    return f"{nonce}.{process_salt() if salt is None else salt:0{SALT_DIGITS}d}"
 
 
 def parse_stored_nonce(value: Any) -> int:
@@ -200,6 +201,8 @@ class NonceAllocator:
     :param clock: returns the current time in milliseconds (for tests).
     :param lock_dir: directory of the inter-process lock files; ``None`` = this process only.
     :param locks: the wallet locks to use instead (wins over ``lock_dir``).
+    :param salt: returns the salt of salted nonces (default :func:`process_salt`; tests stand in for
+        other processes with their own).
     """
 
     def __init__(
@@ -208,8 +211,10 @@ class NonceAllocator:
         *,
         lock_dir: str | None = None,
         locks: WalletLocks | None = None,
+        salt: Callable[[], int] | None = None,
     ) -> None:
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._salt = salt or process_salt
         if locks is None:
             locks = FileLocks(lock_dir) if lock_dir else ProcessLocks()
         self.locks: WalletLocks = locks
@@ -278,7 +283,7 @@ class NonceAllocator:
             )
             counter.write(nonce)
             self._last[key] = nonce
-            return salted(nonce) if salt else str(nonce)
+            return salted(nonce, self._salt()) if salt else str(nonce)
 
     @contextmanager
     def reserve(

@@ -148,3 +148,10 @@ def allocate_nonces(lock_dir: str | None, count: int, barrier: Any) -> list[int]
     allocator = NonceAllocator(clock=lambda: 1_000, lock_dir=lock_dir)
     barrier.wait(timeout=60)
     return [int(allocator.next_nonce("http://provider.test", "0xWallet", "1")) for _ in range(count)]
+
+
+def allocate_salted_nonces(lock_dir: str, count: int, barrier: Any) -> list[str]:
+    """One worker "host" (its own lock directory): ``count`` salted v4 nonces with a frozen clock."""
+    allocator = NonceAllocator(clock=lambda: 1_000, lock_dir=lock_dir)
+    barrier.wait(timeout=60)
+    return [allocator.next_nonce("http://provider.test", "0xWallet", "1", salt=True) for _ in range(count)]

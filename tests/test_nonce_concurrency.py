@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -62,6 +63,23 @@ class TestProviderNoncesAcrossProcesses:
         results, _ = run_in_processes(support.allocate_nonces, 4, lambda i: (None, 50))
         values = [v for chunk in results for v in chunk]
         assert len(set(values)) < len(values)
+
+    def test_hosts_without_a_shared_lock_never_send_equal_v4_nonces(self, tmp_path):
+        """Six "hosts" (own lock directory each) and a frozen clock: the integer parts collide, the salted
+        nonces never do (Provider v4 would accept an equal one and fail after running the command)."""
+        from airflow_provider_ocean.signing import process_salt
+
+        hosts = 6
+        process_salt()  # drawn in the parent before the fork: each child must draw its own
+        results, _ = run_in_processes(
+            support.allocate_salted_nonces, hosts, lambda i: (str(tmp_path / f"host{i}"), 100)
+        )
+        values = [Decimal(v) for chunk in results for v in chunk]
+        assert len(set(values)) == len(values) == hosts * 100
+        assert len({int(v) for v in values}) == 100  # what the salt fixes: every host counts 1001, 1002...
+        assert len({chunk[0].split(".")[1] for chunk in results}) == hosts  # a salt per process
+        for chunk in results:
+            assert [Decimal(v) for v in chunk] == sorted(Decimal(v) for v in chunk)
 
     def test_the_lock_is_released_when_the_holder_dies(self, tmp_path):
         from airflow_provider_ocean.locks import file_lock
