@@ -84,3 +84,6 @@ from tests.node_fixtures import node_sandbox  # noqa: E402, F401
 
 # Tests that run against both personalities (``any_sandbox`` / ``any_conn``).
 from tests.personalities import any_conn, any_sandbox, personality  # noqa: E402, F401
+
+# Real Redis and Postgres servers (Debian packages, own instances on free ports; ``redis_server`` URL).
+from tests.servers import postgres_server, redis_server  # noqa: E402, F401
