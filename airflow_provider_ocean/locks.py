@@ -272,7 +272,10 @@ class RedisLocks:
 
     @contextmanager
     def hold(self, name: str) -> Iterator[Counter]:
-        lock = self.client.lock(self.prefix + name, timeout=self.lease, blocking_timeout=self.wait)
+        # one Lock object per hold; not thread-local, so that the renewing thread shares its token
+        lock = self.client.lock(
+            self.prefix + name, timeout=self.lease, blocking_timeout=self.wait, thread_local=False
+        )
         try:
             acquired = lock.acquire()
         except self._errors as exc:
