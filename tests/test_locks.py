@@ -139,6 +139,9 @@ class TestHostsSharingTheClusterLock:
             hook.pay_for_compute([dataset], support.QUICK_RAW)
         with pytest.raises(OceanWalletLockError, match="cannot be reached"):
             hook.stop_job("0" * 32)
+        ok, message = hook.test_connection()
+        assert not ok
+        assert "cannot be reached" in message
         assert tx_count(sandbox["rpc_url"], consumer) == sent_before
         assert hook.provider.get_nonce(consumer) == nonce_before
         assert job_ids(sandbox["provider_url"], consumer) == jobs_before

@@ -140,6 +140,20 @@ class BackendContext:
         except WalletLockError as exc:
             raise OceanWalletLockError(str(exc)) from None
 
+    def check_wallet_lock(self) -> None:
+        """Check that a configured cluster wallet lock answers (nothing to check without one).
+
+        :raises OceanWalletLockError: it cannot be reached.
+        """
+        from airflow_provider_ocean.locks import RedisLocks, WalletLockError
+
+        locks = self.wallet_locks
+        if isinstance(locks, RedisLocks):
+            try:
+                locks.ping()
+            except WalletLockError as exc:
+                raise OceanWalletLockError(str(exc)) from None
+
     def wire_client(self, client_type: type[_Client], **extra: Any) -> _Client:
         """A wire client of the connection's server, with its timeout, TLS and retry settings.
 

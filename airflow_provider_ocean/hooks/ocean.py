@@ -205,11 +205,13 @@ class OceanComputeHook(BaseHook):
 
     # -- discovery -----------------------------------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
-        """Check the server, the chain and the key without spending anything.
+        """Check the wallet lock (when one is configured), the server, the chain and the key without
+        spending anything.
 
         :return: ``(ok, message)``.
         """
         try:
+            self.context.check_wallet_lock()
             return self.compute.test_connection()
         except OceanError as exc:
             return False, str(exc)
