@@ -1,0 +1,35 @@
+"""Issue 14: one wallet used by several worker hosts at once, against one Provider.
+
+Three worker hosts - three spawned processes, each with its own ``OCEAN_NONCE_LOCK_DIR`` as on three
+machines (their file locks exclude nobody on the other hosts) - run four concurrent pay + start tasks each
+(``run_compute``'s two steps, every task with its own hook), more hosts than this 2-core CI machine has
+cores. Every task must get a job of its own, with no error, no order paid for nothing and no second job.
+Counted from outside the client (``tests/cross_host_support.py``, ``tests/faults/harness.py``).
+
+``benchmarks/cross_host.py`` runs the same with other sizes and repetitions.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cross_host_support import run_cross_host
+
+pytestmark = [pytest.mark.chain, pytest.mark.slow]
+
+HOSTS = 3
+TASKS_PER_HOST = 4
+
+
+def test_three_hosts_four_tasks_each_one_wallet_every_task_starts_exactly_one_job(sandbox, tmp_path):
+    run = run_cross_host(sandbox, hosts=HOSTS, tasks=TASKS_PER_HOST, lock_root=tmp_path)
+    print("\n" + run.report())
+
+    assert len(set(run.lock_dirs)) == HOSTS  # three hosts that do not share their locks
+    assert run.errors == []
+    assert run.started == HOSTS * TASKS_PER_HOST
+    assert run.orphan_orders == 0
+    assert run.orphan_jobs == 0
+    assert run.duplicate_jobs == 0
+    assert run.one_job_per_task
+    assert run.probe_failures == {}  # the chain and the Provider answered every probe
