@@ -78,7 +78,7 @@ def host_main(
     from tests import exactly_once_support as support
 
     answer = support.pay_and_start_tasks(conn_json, index, tasks, dataset, algorithm, barrier)
-    return {**answer, "lock_dir": NONCES.lock_dir, "pid": os.getpid()}
+    return {**answer, "lock_dir": getattr(NONCES.locks, "lock_dir", None), "pid": os.getpid()}
 
 
 class LatencyProbe:

@@ -91,6 +91,11 @@ MAX_RESENDS = 3
 GAS_SALT = 1024
 #: Seconds between checks of whether a waited-for transaction's nonce was used by another one.
 REPLACED_CHECK_INTERVAL = 1.0
+#: Blocks mined on top of the first sighting before a replaced transaction counts as dead (a shallow
+#: reorganisation could otherwise bring it back after its call was sent again) ...
+REPLACED_CONFIRMATIONS = 2
+#: ... or seconds without any new block (an idle development chain mines only when sent something).
+REPLACED_IDLE_CHAIN = 10.0
 #: Marker for "use the default lock directory" (``None`` means no inter-process lock).
 DEFAULT_LOCK_DIR = "default"
 # One lock per (chain id, address) shared by every TransactionSender of this process.
@@ -408,7 +413,8 @@ class TransactionSender:
         deadline = started + self.receipt_timeout
         next_rebroadcast = started + self.rebroadcast_interval
         next_check = started + REPLACED_CHECK_INTERVAL
-        replaced_since: float | None = None
+        # first sighting of "replaced": (monotonic time, head block number then)
+        replaced_since: tuple[float, int] | None = None
         delay = 0.1
         while True:
             try:
@@ -424,12 +430,9 @@ class TransactionSender:
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + REPLACED_CHECK_INTERVAL
-                if not self.replaced_by_another(sent):
-                    replaced_since = None
-                elif replaced_since is None:
-                    replaced_since = now
-                elif now - replaced_since >= 2 * REPLACED_CHECK_INTERVAL:
-                    return None  # seen replaced on checks two intervals apart: a lagging node can't fake it
+                replaced_since = self._replaced_sighting(sent, replaced_since, now)
+                if replaced_since is not None and self._replaced_for_good(replaced_since, now):
+                    return None
             if now >= deadline:
                 raise ReceiptTimeoutError(sent.tx_hash, self.receipt_timeout)
             if sent.raw and now >= next_rebroadcast:
@@ -437,6 +440,34 @@ class TransactionSender:
                 next_rebroadcast = now + self.rebroadcast_interval
             time.sleep(min(delay, max(deadline - now, 0.0)))
             delay = min(delay * 1.5, 1.0)
+
+    def _replaced_sighting(
+        self, sent: SentTransaction, since: tuple[float, int] | None, now: float
+    ) -> tuple[float, int] | None:
+        """The first sighting of ``sent`` replaced (kept while it stays replaced), else ``None``."""
+        if not self.replaced_by_another(sent):
+            return None
+        if since is not None:
+            return since
+        try:
+            return (now, self.rpc.block_number())
+        except ChainError:
+            return None
+
+    def _replaced_for_good(self, since: tuple[float, int], now: float) -> bool:
+        """Seen replaced again two intervals after the first sighting (a lagging node can't fake that),
+        with :data:`REPLACED_CONFIRMATIONS` blocks mined since, or none for :data:`REPLACED_IDLE_CHAIN`
+        seconds."""
+        seen_at, seen_block = since
+        if now - seen_at < 2 * REPLACED_CHECK_INTERVAL:
+            return False
+        try:
+            head = self.rpc.block_number()
+        except ChainError:
+            return False
+        if head >= seen_block + REPLACED_CONFIRMATIONS:
+            return True
+        return head == seen_block and now - seen_at >= REPLACED_IDLE_CHAIN
 
     def replaced_by_another(self, sent: SentTransaction) -> bool:
         """Whether ``sent`` can never be mined: the account's mined count passed its nonce, yet it has no
