@@ -3,6 +3,7 @@ the results each run wrote. Nothing here uses the code under test."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from dataclasses import dataclass, field
@@ -81,6 +82,31 @@ def _line_level(line: str) -> tuple[str, bool]:
     return (match.group(1).lower() if match else ""), "Traceback" in line
 
 
+def _readable(line: str) -> str:
+    """``time level event | exception type: message`` of a JSON task-log line (else the line)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line.strip()
+    if not isinstance(record, dict):
+        return line.strip()
+    text = f"{str(record.get('timestamp', ''))[11:23]} {record.get('level', '')} {record.get('event', '')}"
+    for detail in record.get("error_detail") or []:
+        if isinstance(detail, dict):
+            text += f" | {detail.get('exc_type')}: {detail.get('exc_value')}"
+    return text
+
+
+def mined_at(rpc_url: str, tx_hash: str) -> str:
+    """When a transaction was mined (UTC, from its block's timestamp), for failure messages."""
+    receipt = rpc_call(rpc_url, "eth_getTransactionReceipt", [tx_hash])
+    if not receipt:
+        return "not mined"
+    block = rpc_call(rpc_url, "eth_getBlockByNumber", [receipt["blockNumber"], False])
+    stamp = datetime.datetime.fromtimestamp(int(block["timestamp"], 16), datetime.timezone.utc)
+    return stamp.strftime("%H:%M:%S UTC")
+
+
 def scan_nonce_lines(files: list[Path]) -> NonceLines:
     """Every line of ``files`` that mentions a nonce clash, split into errors and handled ones."""
     found = NonceLines()
@@ -93,7 +119,7 @@ def scan_nonce_lines(files: list[Path]) -> NonceLines:
             if not _NONCE_RE.search(line):
                 continue
             level, has_exception = _line_level(line)
-            where = f"{path.name} [{path.parent.name}/{path.parent.parent.name}]: {line.strip()[:600]}"
+            where = f"{path.parent.parent.name}/{path.parent.name}/{path.name}: {_readable(line)[:700]}"
             (found.errors if level in _ERROR_LEVELS or has_exception else found.handled).append(where)
     return found
 

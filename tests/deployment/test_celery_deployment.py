@@ -36,7 +36,13 @@ import pytest
 
 from tests import exactly_once_support as support
 from tests.deployment.cluster import DAGS_FOLDER, AirflowDeployment
-from tests.deployment.observe import order_transactions, result_folders, scan_nonce_lines, summary_line
+from tests.deployment.observe import (
+    mined_at,
+    order_transactions,
+    result_folders,
+    scan_nonce_lines,
+    summary_line,
+)
 from tests.faults.harness import block_number, jobs_of, orders_since
 from tests.servers import PostgresServer
 
@@ -175,7 +181,12 @@ def _drive(deployment: AirflowDeployment, run_ids: list[str], release: Path) -> 
                 )
                 deployment.kill_worker(victim)
                 alive.discard(victim)
-                drive.kill = {"host": victim, "at_seconds": elapsed, "running": running}
+                drive.kill = {
+                    "host": victim,
+                    "at_seconds": elapsed,
+                    "at_utc": time.strftime("%H:%M:%S UTC", time.gmtime()),
+                    "running": running,
+                }
                 print(f"\nSIGKILLed worker {victim} at +{elapsed} s while it ran {running}")
         elif drive.triggerer_restart is None and (deferred >= 2 or elapsed > 120):
             down = deployment.restart("triggerer")
@@ -295,13 +306,20 @@ def test_runs_succeed_exactly_once_through_a_killed_worker_and_a_restarted_trigg
     if set(orders) != agreements:
         unused = sorted(set(orders) - agreements)
         mentioned = {
-            tx: [str(p.relative_to(deployment.logs)) for p in _logs_mentioning(deployment, tx)]
+            tx: {
+                "mined": mined_at(sandbox["rpc_url"], tx),
+                "task logs naming it": [
+                    str(p.relative_to(deployment.logs)) for p in _logs_mentioning(deployment, tx)
+                ],
+            }
             for tx in unused
         }
         problems.append(
             f"orders on chain are not exactly the agreements of the runs' jobs: {len(orders)} order(s) for "
-            f"{len(agreements)} agreement(s); paid but used by no job: {mentioned} (task logs naming them; "
-            "none: paid by a try that died before logging it); agreements without an order of this test: "
+            f"{len(agreements)} agreement(s); paid but used by no job: {mentioned} (no task log naming "
+            "it: paid by a try that died before logging it; worker killed at "
+            f"{(drive.kill or {}).get('at_utc')}); "
+            "agreements without an order of this test: "
             f"{sorted(agreements - set(orders))}"
         )
     if nonce_lines.errors:
