@@ -16,6 +16,10 @@ until then: see the DAG's docstring). Then:
 - no task log holds a nonce error (a clash the client absorbed and logged as info/warning is counted);
 - every run's results were written.
 
+``OCEAN_DEPLOY_CONN_EXTRA`` (JSON) is merged into the connection's extra for every process, with
+``{redis_url}`` in its strings replaced by a Redis database of the session's server (e.g. to give the
+workers a shared wallet lock); by default the hosts share nothing but the wallet.
+
 The figures (runs, kills, jobs, orders, retries, wall time) are printed and written to
 ``deployment-figures.json`` in the test's folder. On failure the message carries the tail of every
 component's log and of the failed task logs.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -57,6 +62,15 @@ RUNS_TIMEOUT = 300.0
 TERMINAL = {"success", "failed"}
 
 
+def _connection(sandbox: dict[str, Any], redis_url: str) -> str:
+    """The sandbox's connection, with ``OCEAN_DEPLOY_CONN_EXTRA`` merged into its extra."""
+    conn = json.loads(sandbox["conn_json"])
+    extra = json.loads(os.environ.get("OCEAN_DEPLOY_CONN_EXTRA") or "{}")
+    for key, value in extra.items():
+        conn["extra"][key] = value.replace("{redis_url}", redis_url) if isinstance(value, str) else value
+    return json.dumps(conn)
+
+
 @pytest.fixture(scope="module")
 def deployment(
     sandbox: dict[str, Any],
@@ -68,7 +82,8 @@ def deployment(
     assert (DAGS_FOLDER / "ocean_deployment.py").exists()
     root = tmp_path_factory.mktemp("deployment")
     results = root / "results"
-    broker = redis_server.rsplit("/", 1)[0] + "/1"  # its own Redis database
+    broker = redis_server.rsplit("/", 1)[0] + "/1"  # its own Redis databases
+    for_the_provider = redis_server.rsplit("/", 1)[0] + "/2"
     deployment = AirflowDeployment.create(
         root,
         postgres_server,
@@ -76,7 +91,7 @@ def deployment(
         workers=WORKERS,
         concurrency=CONCURRENCY,
         extra_env={
-            "AIRFLOW_CONN_OCEAN_DEFAULT": sandbox["conn_json"],
+            "AIRFLOW_CONN_OCEAN_DEFAULT": _connection(sandbox, for_the_provider),
             "AIRFLOW_VAR_OCEAN_DEPLOY_DATASET_DID": sandbox["assets"]["dataset_raw"]["did"],
             "AIRFLOW_VAR_OCEAN_DEPLOY_RESULTS_DIR": str(results),
             "AIRFLOW_VAR_OCEAN_DEPLOY_RELEASE_FILE": str(root / "release-jobs"),
@@ -216,7 +231,12 @@ def test_runs_succeed_exactly_once_through_a_killed_worker_and_a_restarted_trigg
     deployment: AirflowDeployment, sandbox: dict[str, Any]
 ) -> None:
     wall_started = time.monotonic()
-    figures: dict[str, Any] = {"runs": RUNS, "workers": WORKERS, "concurrency_per_worker": CONCURRENCY}
+    figures: dict[str, Any] = {
+        "runs": RUNS,
+        "workers": WORKERS,
+        "concurrency_per_worker": CONCURRENCY,
+        "connection_extra_added": sorted(json.loads(os.environ.get("OCEAN_DEPLOY_CONN_EXTRA") or "{}")),
+    }
     support.top_up(sandbox, ("dataset_raw",), RUNS + 16)
     consumer = sandbox["consumer"]["address"]
     datatoken = sandbox["assets"]["dataset_raw"]["datatoken"]
