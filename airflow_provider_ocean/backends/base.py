@@ -66,6 +66,8 @@ class BackendContext:
     :param log: the hook's logger.
     :param retry_limit: attempts for idempotent reads.
     :param retry_delay: initial backoff between those attempts, in seconds.
+    :param order_journal: while set, called with a record of every order transaction right before its
+        broadcast (see payment/journal.py); the hook sets it for one payment.
     """
 
     settings: OceanConnectionSettings
@@ -76,6 +78,7 @@ class BackendContext:
     log: Log
     retry_limit: int = 3
     retry_delay: float = 1.0
+    order_journal: Callable[[dict[str, Any]], None] | None = None
 
     def __repr__(self) -> str:
         return f"BackendContext(conn_id={self.conn_id!r}, url={self.settings.provider_url!r})"

@@ -312,6 +312,7 @@ class OceanNodeBackend:
                 self.ctx.sender,
                 acquire=acquire_datatokens,
                 max_datatoken_price=max_datatoken_price,
+                journal=self.ctx.order_journal,
             )
             order_cap = None if max_fee is None else max(int(max_fee) - amount, 0)
             paid = payer.pay(

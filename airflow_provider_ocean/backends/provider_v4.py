@@ -224,7 +224,11 @@ class ProviderV4Backend:
             quotes,
         )
         payer = OrderPayer(
-            self.ctx.rpc, self.ctx.sender, acquire=acquire_datatokens, max_datatoken_price=max_datatoken_price
+            self.ctx.rpc,
+            self.ctx.sender,
+            acquire=acquire_datatokens,
+            max_datatoken_price=max_datatoken_price,
+            journal=self.ctx.order_journal,
         )
         paid = payer.pay(requests, consumer=env.consumer_address, environment=env.id, max_fee=max_fee)
         dataset_orders = [p for p in paid if p.role == "dataset"]

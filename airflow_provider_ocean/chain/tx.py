@@ -46,7 +46,7 @@ from airflow_provider_ocean.chain.rpc import from_hex
 from airflow_provider_ocean.locks import FileLocks, ProcessLocks, WalletLockError, lock_name, wallet_locks
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from eth_account.signers.local import LocalAccount
 
@@ -301,8 +301,14 @@ class TransactionSender:
         gas: int | None = None,
         what: str = "transaction",
         fees: dict[str, int] | None = None,
+        on_signed: Callable[[SentTransaction], None] | None = None,
     ) -> SentTransaction:
         """Sign and broadcast a transaction, without waiting for it to be mined.
+
+        ``on_signed`` is called with each signed transaction right before it is broadcast, so that a
+        caller can record it (hash and signed bytes) somewhere that survives this process: a process
+        killed after the broadcast leaves a transaction that may still be mined, which a later attempt
+        finds with :meth:`settle` instead of paying again.
 
         The nonce is reserved and the transaction broadcast under :meth:`nonce_lock`. A nonce the node
         reports as taken (:data:`NONCE_TAKEN`: another host using the same key, a lagging pending count)
@@ -323,6 +329,8 @@ class TransactionSender:
                 signed = self._account.sign_transaction(signable)
                 raw = bytes(signed.raw_transaction)
                 tx_hash = "0x" + keccak(raw).hex()
+                if on_signed is not None:
+                    on_signed(SentTransaction(tx_hash=tx_hash, tx=dict(tx), what=what, raw=raw))
                 try:
                     self.rpc.send_raw_transaction(raw)
                 except RpcUnavailableError as exc:
@@ -407,10 +415,29 @@ class TransactionSender:
             sent.tx_hash, int(sent.tx.get("nonce", -1)), sent.what, MAX_RESENDS + 1
         )
 
-    def _wait_one(self, sent: SentTransaction) -> dict[str, Any] | None:
+    def settle(self, sent: SentTransaction, timeout: float | None = None) -> dict[str, Any] | None:
+        """What became of a transaction an earlier, killed attempt signed and may have broadcast: its
+        successful receipt, or ``None`` when it can never be mined (never arrived and its nonce went to
+        another transaction). Its signed bytes are broadcast again first, so a transaction that never
+        reached the node is mined now - once - rather than paid again.
+
+        :param sent: the recorded transaction (hash, nonce and signed bytes).
+        :param timeout: seconds to wait for it (default :attr:`receipt_timeout`).
+        :raises ReceiptTimeoutError: still pending after ``timeout`` (it may still be mined).
+        :raises TransactionRevertedError: it was mined and reverted (nothing was bought).
+        """
+        receipt = self.rpc.get_transaction_receipt(sent.tx_hash)
+        if receipt is not None:
+            check_receipt(self.rpc, receipt, sent)
+            return receipt
+        self.rebroadcast(sent)
+        return self._wait_one(sent, timeout)
+
+    def _wait_one(self, sent: SentTransaction, timeout: float | None = None) -> dict[str, Any] | None:
         """The receipt of ``sent``; ``None`` once it provably can never be mined (see :meth:`wait`)."""
         started = time.monotonic()
-        deadline = started + self.receipt_timeout
+        timeout = self.receipt_timeout if timeout is None else timeout
+        deadline = started + timeout
         next_rebroadcast = started + self.rebroadcast_interval
         next_check = started + REPLACED_CHECK_INTERVAL
         # first sighting of "replaced": (monotonic time, head block number then)
@@ -434,7 +461,7 @@ class TransactionSender:
                 if replaced_since is not None and self._replaced_for_good(replaced_since, now):
                     return None
             if now >= deadline:
-                raise ReceiptTimeoutError(sent.tx_hash, self.receipt_timeout)
+                raise ReceiptTimeoutError(sent.tx_hash, timeout)
             if sent.raw and now >= next_rebroadcast:
                 self.rebroadcast(sent)
                 next_rebroadcast = now + self.rebroadcast_interval

@@ -249,6 +249,7 @@ class OceanComputeHook(BaseHook):
         *,
         acquire_datatokens: str | None = None,
         max_datatoken_price: int | None = None,
+        on_order_sent: Callable[[dict[str, Any]], None] | None = None,
         **node_options: Any,
     ) -> dict[str, Any]:
         """Validate, quote (``initializeCompute``) and pay for every input of a job.
@@ -270,23 +271,45 @@ class OceanComputeHook(BaseHook):
         :param acquire_datatokens: obtain missing datatokens: ``None`` (default, off), ``"dispenser"``,
             ``"fixed_rate"`` or ``"any"``.
         :param max_datatoken_price: highest base-token amount (base units) per datatoken bought.
+        :param on_order_sent: called with a JSON record of every order transaction right before its
+            broadcast (no secrets); keep them where a retry finds them and give them to
+            :meth:`settle_sent_orders` if this process dies before this method returns.
         :param node_options: Ocean Node only: ``resources``, ``max_job_duration``,
             ``queue_max_wait_time``, ``free`` (see :mod:`airflow_provider_ocean.backends.ocean_node`).
         :return: JSON-safe ``{"environment", "consumer_address", "chain_id", "valid_until",
             "datasets": [PaidOrder dict, ...], "algorithm": PaidOrder dict | None}`` (an Ocean Node adds
             ``backend`` and ``ocean_node``).
         """
-        return self.compute.pay_for_compute(
-            datasets,
-            algorithm,
-            environment,
-            valid_until,
-            max_fee,
-            transfer_tx_ids,
-            acquire_datatokens=acquire_datatokens,
-            max_datatoken_price=max_datatoken_price,
-            **node_options,
-        )
+        self.context.order_journal = on_order_sent
+        try:
+            return self.compute.pay_for_compute(
+                datasets,
+                algorithm,
+                environment,
+                valid_until,
+                max_fee,
+                transfer_tx_ids,
+                acquire_datatokens=acquire_datatokens,
+                max_datatoken_price=max_datatoken_price,
+                **node_options,
+            )
+        finally:
+            self.context.order_journal = None
+
+    def settle_sent_orders(
+        self, records: list[dict[str, Any]], timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
+        """Settle the order transactions an earlier, killed attempt recorded (``on_order_sent``): return
+        the records of those mined (reuse their ``tx_hash``); those that never arrived are broadcast
+        again, those whose nonce another transaction took are dropped.
+
+        :param records: the recorded dicts.
+        :param timeout: seconds to wait for each one still pending.
+        :raises OceanPaymentError: one is still pending after ``timeout`` (do not pay again yet).
+        """
+        from airflow_provider_ocean.payment.journal import settle_records
+
+        return settle_records(self.context.sender, records, timeout)
 
     def start_compute(
         self,

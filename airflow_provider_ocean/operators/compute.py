@@ -30,6 +30,8 @@ JOB_STATE_KEY = "ocean_job"
 PAYMENT_STATE_KEY = "ocean_payment"
 #: Task-state key of a start request whose answer has not been recorded yet.
 PENDING_START_STATE_KEY = "ocean_pending_start"
+#: Task-state key of the order transactions signed by a payment not recorded yet (payment/journal.py).
+PENDING_ORDERS_STATE_KEY = "ocean_pending_orders"
 
 
 def _seconds(value: timedelta | float | int | str | None, name: str = "value") -> float | None:
@@ -377,13 +379,17 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
         """Orders paid earlier for the same inputs: by an earlier try of this task instance (task state,
         which survives retries unlike XCom), else by the last run of this task (XCom), else - on a retry,
         when an earlier try may have paid and died before recording it - this wallet's recent orders for
-        these inputs found on chain. ``initializeCompute`` then decides which of them are still valid."""
-        if not self.reuse_orders:
-            return None
-        candidates = [self._state_get(context, PAYMENT_STATE_KEY)]
-        candidates.append(
-            context["ti"].xcom_pull(task_ids=self.task_id, key=PAYMENT_XCOM_KEY, include_prior_dates=True)
-        )
+        these inputs found on chain. ``initializeCompute`` then decides which of them are still valid.
+        Order transactions an earlier try signed without recording the payment are settled first, whatever
+        ``reuse_orders`` says: they are this task instance's own payment."""
+        recorded = self._state_get(context, PAYMENT_STATE_KEY)
+        settled = None if recorded else self._settled_orders(context, datasets)
+        if settled is not None or not self.reuse_orders:
+            return settled
+        candidates = [
+            recorded,
+            context["ti"].xcom_pull(task_ids=self.task_id, key=PAYMENT_XCOM_KEY, include_prior_dates=True),
+        ]
         wanted = [_did_of(d) for d in datasets]
         for previous in candidates:
             if not isinstance(previous, dict):
@@ -393,6 +399,24 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
         if (getattr(context["ti"], "try_number", 1) or 1) > 1 and self._state(context) is not None:
             return self._orders_on_chain(datasets)
         return None
+
+    def _settled_orders(self, context: Context, datasets: list[Any]) -> dict[str, Any] | None:
+        """The orders an earlier try signed and died before recording as paid: settled on chain (mined
+        ones are reused, unsent ones broadcast again, never paid twice), as ``transfer_tx_ids``."""
+        records = self._state_get(context, PENDING_ORDERS_STATE_KEY)
+        if not records:
+            return None
+        self.log.info("An earlier try sent order transactions it did not record as paid; settling them")
+        mined = {(r["role"], r["did"]): r["tx_hash"] for r in self.hook.settle_sent_orders(list(records))}
+        self._state_delete(context, PENDING_ORDERS_STATE_KEY)
+        found = {
+            "datasets": [
+                {"did": _did_of(d), "transfer_tx_id": mined.get(("dataset", _did_of(d)))} for d in datasets
+            ],
+            "algorithm": mined.get(("algorithm", _did_of(self.algorithm))),
+        }
+        self.log.info("Orders of the earlier try that were mined: %s", sorted(mined.values()))
+        return found if mined else None
 
     def _orders_on_chain(self, datasets: list[Any]) -> dict[str, Any] | None:
         """Best effort: this wallet's recent orders for these inputs (a failed lookup costs a payment)."""
@@ -410,6 +434,12 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
 
     def _pay(self, context: Context, datasets: list[Any], previous: Any) -> dict[str, Any]:
         validity = _seconds(self.order_validity, "order_validity")
+        journal: list[dict[str, Any]] = []
+
+        def record(order: dict[str, Any]) -> None:  # before each broadcast: a killed try leaves a trace
+            journal.append(order)
+            self._state_set(context, PENDING_ORDERS_STATE_KEY, journal)
+
         payment = self.hook.pay_for_compute(
             datasets,
             self.algorithm,
@@ -419,10 +449,13 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
             previous,
             acquire_datatokens=self.acquire_datatokens,
             max_datatoken_price=self.max_datatoken_price,
+            on_order_sent=record,
             **self.node_options,
         )
         # Persist the orders before starting: a retry (task state) or a later run (XCom) reuses them.
         self._state_set(context, PAYMENT_STATE_KEY, payment)
+        if journal:
+            self._state_delete(context, PENDING_ORDERS_STATE_KEY)
         context["ti"].xcom_push(key=PAYMENT_XCOM_KEY, value=payment)
         for order in _orders(payment):
             self.log.info(
@@ -493,7 +526,7 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
         if context is None or self._forgotten == self.job_id:
             return
         self._forgotten = self.job_id
-        keys = [self.external_id_key, PENDING_START_STATE_KEY]
+        keys = [self.external_id_key, PENDING_START_STATE_KEY, PENDING_ORDERS_STATE_KEY]
         if getattr(self, "uses_variable_state", False):
             keys.append(PAYMENT_STATE_KEY)
         self._state_delete(context, *keys)

@@ -35,10 +35,11 @@ from airflow_provider_ocean.exceptions import (
 from airflow_provider_ocean.payment.acquire import ONE_DATATOKEN, Acquisition, DatatokenAcquirer, check_mode
 from airflow_provider_ocean.payment.errors import chain_errors
 from airflow_provider_ocean.payment.fees import ZERO_ADDRESS, OrderRequest, ProviderFee, _bytes32
+from airflow_provider_ocean.payment.journal import sent_order_record
 from airflow_provider_ocean.records import PaidOrder
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
     from airflow_provider_ocean.chain.tx import SentTransaction, TransactionSender
@@ -94,6 +95,9 @@ class OrderPayer:
         or ``"any"`` (dispenser first).
     :param max_datatoken_price: highest base-token amount (base units) to pay per datatoken bought from
         a fixed-rate exchange; required to buy.
+    :param journal: called with a record (``sent_order_record``, payment/journal.py) of every order
+        transaction right before it is broadcast (the operator keeps them in task state, so that a
+        retry after a killed worker settles them instead of paying again).
     """
 
     def __init__(
@@ -103,10 +107,12 @@ class OrderPayer:
         *,
         acquire: str | None = None,
         max_datatoken_price: int | None = None,
+        journal: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         check_mode(acquire)
         self.rpc = rpc
         self.sender = sender
+        self.journal = journal
         self.payer = sender.address
         self.acquirer = DatatokenAcquirer(
             self.payer, acquire, max_datatoken_price, read=self._call, transact=self._transact
@@ -465,7 +471,13 @@ class OrderPayer:
                 datatoken = to_checksum_address(item.request.datatoken)
                 what = f"{item.action}Order on {datatoken} for {item.request.did}"
                 sent = self._send(
-                    datatoken, item.data, what, gas=item.gas or None, paid=sent_orders, fees=fees
+                    datatoken,
+                    item.data,
+                    what,
+                    gas=item.gas or None,
+                    paid=sent_orders,
+                    fees=fees,
+                    on_signed=self._journal_entry(item),
                 )
                 sent_orders.append((item, sent))
         tx_ids: dict[int, str] = {}
@@ -507,9 +519,20 @@ class OrderPayer:
         gas: int | None = None,
         paid: list[tuple[_Planned, SentTransaction]] | None = None,
         fees: dict[str, int] | None = None,
+        on_signed: Callable[[SentTransaction], None] | None = None,
     ) -> SentTransaction:
         with chain_errors(what, paid=_sent(paid)):
-            return self.sender.send(to_checksum_address(to), data, gas=gas, what=what, fees=fees)
+            return self.sender.send(
+                to_checksum_address(to), data, gas=gas, what=what, fees=fees, on_signed=on_signed
+            )
+
+    def _journal_entry(self, item: _Planned) -> Callable[[SentTransaction], None] | None:
+        """The :attr:`journal` call for one order's signed transactions (``None`` without a journal)."""
+        journal = self.journal
+        if journal is None:
+            return None
+        request = item.request
+        return lambda sent: journal(sent_order_record(sent, request.role, request.did, request.service_id))
 
     def _transact(self, to: str, data: bytes, what: str, fees: dict[str, int] | None) -> dict[str, Any]:
         """Send one transaction and wait for its receipt (the acquirer's transactions)."""

@@ -76,7 +76,7 @@ class Probe(OceanComputeStartOperator):
                 ),
                 "state": {{
                     k: self._state_get(context, k)
-                    for k in ("ocean_job", "ocean_payment", "ocean_pending_start")
+                    for k in ("ocean_job", "ocean_payment", "ocean_pending_start", "ocean_pending_orders")
                 }},
                 "tx_count": self.hook.rpc.get_transaction_count(self.hook.consumer_address, "latest"),
             }}
@@ -84,6 +84,24 @@ class Probe(OceanComputeStartOperator):
         return super().execute(context)
 
     def _pay(self, context, datasets, previous):
+        if self.fail_at == "order_pending" and context["ti"].try_number == 1:
+            # the chain stops mining; the order is broadcast and this try dies waiting for its receipt
+            import threading
+
+            rpc = self.hook.rpc
+            rpc.request("miner_stop", [])
+            threading.Timer(6.0, lambda: rpc.request("miner_start", [])).start()
+
+            sender = self.hook.context.sender
+            original, died = sender.wait, []
+
+            def killed(sent):  # once: a later try may run on the same objects
+                if not died:
+                    died.append(sent)
+                    raise RuntimeError("simulated: the worker died while its order was pending")
+                return original(sent)
+
+            sender.wait = killed
         if self.fail_at == "paid_not_recorded" and context["ti"].try_number == 1:
             self.hook.pay_for_compute(datasets, self.algorithm)  # paid on chain, recorded nowhere
             raise RuntimeError("simulated crash between paying and recording the payment")
@@ -399,3 +417,36 @@ def test_orders_paid_by_a_try_that_died_before_recording_them_are_found_on_chain
     assert tx_count(hook) == second["tx_count"]  # and try 2 found those orders instead of paying again
     final = outcome.db["xcom"]["ocean_payment"]
     assert {o["action"] for o in final["datasets"]} | {final["algorithm"]["action"]} == {"valid"}
+
+
+# Provider v4 only (the node personality's free job sends no order).
+@pytest.mark.parametrize("personality", ["provider_v4"], indirect=True)
+def test_an_order_still_pending_when_its_try_died_is_settled_not_paid_again(dag_folder, hook, any_sandbox):
+    """Try 1 broadcasts its order while the chain does not mine, and dies; try 2 starts before the order
+    is mined. The order, recorded before its broadcast, is settled and reused: one order, one job.
+    Without the journal nothing tells try 2 about the pending order (seen: it reused another run's order,
+    and the pending one was mined after the run, for nothing) - these assertions then fail."""
+    from tests.faults.harness import ORDER_REUSED_TOPIC, ORDER_STARTED_TOPIC, rpc_call
+
+    sandbox = any_sandbox
+    datatoken = sandbox["assets"]["dataset_raw"]["datatoken"]
+    block = hook.rpc.block_number()
+    outcome = run(
+        dag_folder,
+        hook,
+        dag_id="reattach_order_pending",
+        fail_at="order_pending",
+        **raw(any_sandbox),
+    )
+    logs = rpc_call(sandbox["rpc_url"], "eth_getLogs", [{"fromBlock": hex(block + 1), "address": datatoken}])
+    started = [log["transactionHash"] for log in logs if log["topics"][0] == ORDER_STARTED_TOPIC]
+    reused = [log["transactionHash"] for log in logs if log["topics"][0] == ORDER_REUSED_TOPIC]
+    print(f"\norders started {started}, reused {reused}")
+    assert outcome.dag_run.state == "success"
+    assert len(outcome.new_jobs) == 1
+    first, second = outcome.tries
+    recorded = second["state"]["ocean_pending_orders"]  # try 1 recorded its order before broadcasting it
+    assert recorded
+    pending_order = recorded[0]["tx_hash"]
+    assert set(started) == {pending_order}  # one order, the pending one, mined ...
+    assert outcome.new_jobs[0].agreement_id in started + reused  # ... and used by the job
