@@ -90,7 +90,8 @@ class OceanComputeJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            hook = self._hook()
+            # built off the event loop: importing the hook and reading the connection block for a second
+            hook = await asyncio.to_thread(self._hook)
             key = await asyncio.to_thread(lambda: (hook.settings.provider_url, hook.consumer_address))
             poller = OwnerStatusPoller.shared(key, lambda: asyncio.to_thread(hook.list_jobs))
         except Exception as exc:
@@ -154,7 +155,7 @@ class OceanComputeJobTrigger(BaseTrigger):
         if not self.stop_on_kill:
             return
         try:
-            hook = self._hook()
+            hook = await asyncio.to_thread(self._hook)
             await asyncio.to_thread(hook.stop_job, self.job_id)
             self.log.info("Stopped job %s because its task was killed", self.job_id)
         except Exception as exc:
