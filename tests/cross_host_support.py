@@ -27,7 +27,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,24 @@ KNOWN_ERRORS = {
     "order_invalid": "order_invalid",
     "agreementId": "agreementId already in use",
 }
+
+
+@contextmanager
+def plain_ganache(box: Any) -> Iterator[None]:
+    """Turn the gate of the sandbox's JSON-RPC front off for the block: every request reaches ganache at
+    once and gets ganache's own answer, as on a plain ganache (barge, and the sandbox when issue 14 was
+    reported); restored afterwards.
+
+    :param box: the running :class:`~ocean_sandbox.runtime.Sandbox`.
+    """
+    previous = dict(box.rpc_front_options)
+    box.rpc_front_options = {**previous, "--gate": "off"}
+    box.restart_front()
+    try:
+        yield
+    finally:
+        box.rpc_front_options = previous
+        box.restart_front()
 
 
 def host_main(
