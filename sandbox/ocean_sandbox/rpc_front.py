@@ -14,6 +14,8 @@ answered, so this front never lets an estimate run during one:
   two concurrent estimates take longer than two in a row), first come first served;
 - everything else (``eth_call``, receipts, counts, logs...) passes at once, as before.
 
+An estimate whose client has given up (closed the connection) while it waited is dropped, not run.
+
 A transaction with a future nonce is not mined when it arrives (ganache queues it and, in eager mode,
 never answers its broadcast): its broadcast is forwarded without holding the gate. No hold lasts longer
 than ``--hold-limit`` seconds whatever ganache does (a warning is logged), so the front can delay requests
@@ -31,7 +33,9 @@ import http.client
 import json
 import logging
 import os
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -233,6 +237,7 @@ class Stats:
         self.count: dict[str, int] = {}
         self.worst: dict[str, float] = {}
         self.future_nonce = 0
+        self.abandoned = 0
         self.slow: deque[dict[str, Any]] = deque(maxlen=50)
 
     def add(self, methods: list[str], kind: str, waited: float, seconds: float) -> None:
@@ -253,6 +258,10 @@ class Stats:
         with self._lock:
             self.future_nonce += 1
 
+    def note_abandoned(self) -> None:
+        with self._lock:
+            self.abandoned += 1
+
     def snapshot(self, reset: bool = False) -> dict[str, Any]:
         """The counters (and, with ``reset``, start them afresh)."""
         with self._lock:
@@ -260,10 +269,11 @@ class Stats:
                 "requests": dict(self.count),
                 "worst_seconds": {k: round(v, 3) for k, v in self.worst.items()},
                 "future_nonce_broadcasts": self.future_nonce,
+                "abandoned_estimates": self.abandoned,
                 "slow": list(self.slow),
             }
             if reset:
-                self.count, self.worst, self.future_nonce = {}, {}, 0
+                self.count, self.worst, self.future_nonce, self.abandoned = {}, {}, 0, 0
                 self.slow.clear()
             return out
 
@@ -287,6 +297,14 @@ class FrontHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def client_gone(self) -> bool:
+        """Whether the client closed its connection (gave up waiting) - checked before an estimate runs."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def do_GET(self) -> None:
         front: RpcFront = self.server  # type: ignore[assignment]
@@ -316,6 +334,12 @@ class FrontHandler(BaseHTTPRequestHandler):
             else:
                 with front.gate.hold(kind) as release:
                     waited = time.monotonic() - started
+                    if kind == "estimate" and self.client_gone():
+                        # a read nobody waits for any more: not worth a second of ganache (a broadcast is
+                        # always forwarded, as a node processes what it received)
+                        front.stats.note_abandoned()
+                        self.close_connection = True
+                        return
                     if kind == "mine" and front.is_future_nonce(calls):
                         release()  # ganache only queues it: nothing is mined now
                     status, content_type, data = front.upstream.post(body)
