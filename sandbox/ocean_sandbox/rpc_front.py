@@ -16,10 +16,12 @@ answered, so this front never lets an estimate run during one:
 
 An estimate whose client has given up (closed the connection) while it waited is dropped, not run.
 
-A transaction with a future nonce is not mined when it arrives (ganache queues it and, in eager mode,
-never answers its broadcast): its broadcast is forwarded without holding the gate. No hold lasts longer
-than ``--hold-limit`` seconds whatever ganache does (a warning is logged), so the front can delay requests
-but never stop the chain.
+A transaction with a future nonce is not mined when it arrives: ganache queues it and, in eager mode, never
+answers its broadcast (ganache issue 4165) - a real node answers at once with the hash and keeps the
+transaction queued until the gap is filled. Such a broadcast is forwarded without holding the gate, and
+answered as a real node does: with ganache's own answer if it comes within :data:`QUEUED_GRACE` seconds
+(a refusal), else with the transaction's hash. No hold lasts longer than ``--hold-limit`` seconds whatever
+ganache does (a warning is logged), so the front can delay requests but never stop the chain.
 
 Run as ``python -m ocean_sandbox.rpc_front --port P --upstream http://127.0.0.1:G`` (``Sandbox.up`` does
 it). ``GET /sandbox/rpc-front`` answers the gate's state and, per request kind, counts and worst answer
@@ -57,6 +59,8 @@ MINING_METHODS = frozenset(
 ESTIMATE_METHODS = frozenset({"eth_estimateGas"})
 STATS_PATH = "/sandbox/rpc-front"
 SLOW_SECONDS = 5.0
+#: Seconds to wait for ganache's answer to a future-nonce broadcast before answering with its hash.
+QUEUED_GRACE = 1.0
 
 
 class MiningGate:
@@ -342,7 +346,9 @@ class FrontHandler(BaseHTTPRequestHandler):
                         return
                     if kind == "mine" and front.is_future_nonce(calls):
                         release()  # ganache only queues it: nothing is mined now
-                    status, content_type, data = front.upstream.post(body)
+                        status, content_type, data = front.broadcast_queued(body, calls[0])
+                    else:
+                        status, content_type, data = front.upstream.post(body)
         except (OSError, http.client.HTTPException) as exc:
             log.warning("ganache did not answer %s: %s", [c.get("method") for c in calls], exc)
             self._reply(502, f"ganache unavailable: {type(exc).__name__}".encode(), "text/plain")
@@ -408,6 +414,33 @@ class RpcFront(ThreadingHTTPServer):
             )
             return True
         return False
+
+    def broadcast_queued(self, body: bytes, call: dict[str, Any]) -> tuple[int, str, bytes]:
+        """Forward a future-nonce broadcast and answer as a real node: ganache's answer if it comes within
+        :data:`QUEUED_GRACE` seconds (a refusal), else the transaction's hash (ganache keeps waiting)."""
+        from eth_utils import keccak
+
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def forward() -> None:
+            try:
+                outcome["answer"] = self.upstream.post(body)
+            except Exception as exc:
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=forward, daemon=True).start()
+        if done.wait(QUEUED_GRACE):
+            if "error" in outcome:
+                raise outcome["error"]
+            answer: tuple[int, str, bytes] = outcome["answer"]
+            return answer
+        text = str((call.get("params") or [""])[0])
+        tx_hash = "0x" + keccak(bytes.fromhex(text[2:] if text.startswith("0x") else text)).hex()
+        body_out = {"jsonrpc": call.get("jsonrpc", "2.0"), "id": call.get("id"), "result": tx_hash}
+        return 200, "application/json", json.dumps(body_out).encode()
 
 
 def serve(port: int, upstream: str, **kwargs: Any) -> None:

@@ -222,3 +222,47 @@ def oc_container() -> dict[str, str]:
         "tag": "3.11-slim",
         "checksum": "sha256:" + "0" * 64,
     }
+
+
+@pytest.mark.chain
+def test_a_future_nonce_broadcast_is_answered_at_once_and_mined_once_the_gap_is_filled(sandbox):
+    """As a real node: the hash at once, the transaction queued until the nonce before it is mined (ganache
+    alone, in eager mode, never answers such a broadcast); a refused one gets ganache's refusal."""
+    import requests
+    from eth_utils import keccak
+
+    from tests.faults import harness
+
+    rpc_url = sandbox["rpc_url"]
+    account = Account.create()
+    harness.send_transaction(rpc_url, sandbox["other"]["key"], account.address, value=10**18, gas=21_000)
+
+    def broadcast(nonce: int, value: int = 1) -> tuple[dict, float, str]:
+        tx = {
+            "to": account.address,
+            "value": value,
+            "gas": 21_000,
+            "gasPrice": 1,
+            "nonce": nonce,
+            "chainId": 8996,
+        }
+        raw = "0x" + bytes(Account.sign_transaction(tx, account.key).raw_transaction).hex()
+        started = time.monotonic()
+        body = {"jsonrpc": "2.0", "id": 7, "method": "eth_sendRawTransaction", "params": [raw]}
+        answer = requests.post(rpc_url, json=body, timeout=30).json()
+        return answer, time.monotonic() - started, "0x" + keccak(hexstr=raw).hex()
+
+    queued, seconds, queued_hash = broadcast(1)
+    assert queued == {"jsonrpc": "2.0", "id": 7, "result": queued_hash}
+    assert seconds < 10
+    assert harness.rpc_call(rpc_url, "eth_getTransactionReceipt", [queued_hash]) is None
+    refused, _, _ = broadcast(2, value=10**30)  # more than the account holds
+    assert "insufficient funds" in refused["error"]["message"]
+
+    filled, _, _ = broadcast(0)
+    assert "result" in filled
+    deadline = time.monotonic() + 30
+    while harness.rpc_call(rpc_url, "eth_getTransactionReceipt", [queued_hash]) is None:
+        assert time.monotonic() < deadline, "the queued transaction was not mined after the gap was filled"
+        time.sleep(0.2)
+    assert harness.tx_count(rpc_url, account.address) == 2
