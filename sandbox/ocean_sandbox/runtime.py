@@ -224,10 +224,13 @@ class Sandbox:
             )
             state["ganache_pid"] = process.pid
         state.update({"ganache_port": ganache_port, "ganache_url": ganache_url})
+        if state.get("rpc_front_upstream") != ganache_url and pid_alive(state.get("rpc_front_pid")):
+            stop_pid(state.get("rpc_front_pid"))  # the front still forwards to a former ganache
         if not (pid_alive(state.get("rpc_front_pid")) and ganache.rpc_alive(rpc_url)):
             if ganache.rpc_alive(rpc_url):
                 raise RuntimeError(f"port {rpc_port} already serves another chain; choose another --rpc-port")
             state["rpc_front_pid"] = self._start_front(rpc_port, ganache_url)
+            state["rpc_front_upstream"] = ganache_url
         save_state(self.state_dir, state)
         rpc = JsonRpcClient(rpc_url)
         files_dir = self.state_dir / "files"
