@@ -51,7 +51,7 @@ from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 
-from tests.cross_host_support import LatencyProbe
+from tests.cross_host_support import LatencyProbe, front_stats
 from tests.sandbox import ocean_client as oc
 
 QUICK = {"rawcode": "print('load')\n", "container": _common.CONTAINER}
@@ -332,12 +332,6 @@ SETUPS: dict[str, tuple[str, dict[str, str], bool]] = {
 }
 
 
-def front_stats(info: dict[str, Any], reset: bool) -> dict[str, Any]:
-    """The RPC front's counters (``GET /sandbox/rpc-front``)."""
-    url = info["rpc_url"] + "/sandbox/rpc-front" + ("?reset=1" if reset else "")
-    return requests.get(url, timeout=30).json()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1,8,24", help="numbers of concurrent clients, default 1,8,24")
@@ -392,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                 box.rpc_front_options = wanted
                 box.restart_front()
             for count in steps:
-                front_stats(info, reset=True)
+                front_stats(info["rpc_url"], reset=True)
                 figures = measure(
                     info,
                     wallets[:count],
@@ -402,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                     rpc_url=ganache_url if direct else info["rpc_url"],
                 )
                 figures.update(
-                    setup=name, config=label, at=machine_load(), front=front_stats(info, reset=False)
+                    setup=name, config=label, at=machine_load(), front=front_stats(info["rpc_url"])
                 )
                 results.append(figures)
                 report_step(figures)
