@@ -270,7 +270,7 @@ class Goals:
 
     def report(self, figures: dict[str, Any]) -> int:
         def verdict(ok: bool, enforced: bool) -> str:
-            return "PASS" if ok else ("FAIL" if enforced else "FAIL (not enforced in --small)")
+            return "PASS" if ok else ("FAIL" if enforced else "FAIL (not enforced)")
 
         print_table(
             f"{self.name}: goals",

@@ -16,7 +16,10 @@ job a second job on one order. Meanwhile ``eth_blockNumber`` and the Provider's 
 
 Goals (each run): every task starts one job of its own; 0 errors, 0 orphan orders or jobs, 0 duplicates.
 
-Run: ``python benchmarks/cross_host.py [--hosts 3] [--tasks 4] [--repeat N]``.
+The chain is the sandbox's (ganache behind its JSON-RPC front); ``--gate off`` turns the front's gate off,
+so that every answer is ganache's own, as on barge and as when issue 14 was reported.
+
+Run: ``python benchmarks/cross_host.py [--hosts 3] [--tasks 4] [--repeat N] [--gate off]``.
 """
 
 from __future__ import annotations
@@ -55,13 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--client-timeout", type=float, default=None, help="the connection's read timeout (default: client's)"
     )
+    parser.add_argument(
+        "--gate",
+        choices=["on", "off"],
+        default="on",
+        help="the sandbox RPC front's gate: on (as `up` runs it) or off (plain ganache, as in issue 14)",
+    )
     args = parser.parse_args(argv)
     command = " ".join([Path(sys.executable).name, *sys.argv])
-    print(f"Cross-host pay + start: {args.hosts} hosts x {args.tasks} tasks, {args.repeat} run(s)")
+    print(
+        f"Cross-host pay + start: {args.hosts} hosts x {args.tasks} tasks, {args.repeat} run(s), "
+        f"RPC front gate {args.gate}"
+    )
     print(f"  command: {command}\n  machine: {_common.machine()}\n  start:   {machine_load()}")
 
     runs: list[CrossHostRun] = []
-    with _common.sandbox(receipt_timeout=args.provider_receipt_timeout, max_job_duration=60) as info:
+    front = {"--gate": "off"} if args.gate == "off" else {}
+    with _common.sandbox(
+        receipt_timeout=args.provider_receipt_timeout, max_job_duration=60, rpc_front_options=front
+    ) as info:
         conn = json.loads(info["conn_json"])
         if args.client_timeout is not None:
             conn["extra"]["timeout"] = args.client_timeout
@@ -132,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [r.figures() for r in runs],
         "errors_by_type": dict(errors),
         "command": command,
+        "gate": args.gate,
     }
     return goals.report(figures)
 

@@ -27,7 +27,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,24 @@ KNOWN_ERRORS = {
     "order_invalid": "order_invalid",
     "agreementId": "agreementId already in use",
 }
+
+
+@contextmanager
+def plain_ganache(box: Any) -> Iterator[None]:
+    """Turn the gate of the sandbox's JSON-RPC front off for the block: every request reaches ganache at
+    once and gets ganache's own answer, as on a plain ganache (barge, and the sandbox when issue 14 was
+    reported); restored afterwards.
+
+    :param box: the running :class:`~ocean_sandbox.runtime.Sandbox`.
+    """
+    previous = dict(box.rpc_front_options)
+    box.rpc_front_options = {**previous, "--gate": "off"}
+    box.restart_front()
+    try:
+        yield
+    finally:
+        box.rpc_front_options = previous
+        box.restart_front()
 
 
 def host_main(
@@ -152,6 +172,8 @@ class CrossHostRun:
     :param probe_failures: probes that failed or timed out, per target.
     :param provider_resigned: Provider requests re-signed after a refused nonce (all hosts).
     :param chain_refetched: chain nonces refetched after "taken" (all hosts).
+    :param chain_worst: worst answer time per JSON-RPC method (or batch of methods) during the run, as the
+        sandbox's JSON-RPC front measured it (every client's and the Provider's calls).
     """
 
     hosts: int
@@ -165,6 +187,7 @@ class CrossHostRun:
     probe_failures: dict[str, int]
     provider_resigned: int
     chain_refetched: int
+    chain_worst: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def errors(self) -> list[str]:
@@ -233,6 +256,7 @@ class CrossHostRun:
             "probe_failures": self.probe_failures,
             "provider_resigned": self.provider_resigned,
             "chain_refetched": self.chain_refetched,
+            "chain_worst_seconds": self.chain_worst,
         }
 
     def report(self) -> str:
@@ -249,6 +273,8 @@ class CrossHostRun:
                 f"Provider {worst['provider']} s (failed probes {f['probe_failures']})"
             )
         ]
+        slow = {k: v for k, v in sorted(self.chain_worst.items(), key=lambda kv: -kv[1]) if v >= 0.5}
+        lines.append(f"  slowest JSON-RPC answers (>= 0.5 s, at the front): {slow or 'none'}")
         for error, count in Counter(_shorten(e) for e in self.errors).most_common():
             lines.append(f"  {count} x {error}")
         return "\n".join(lines)
@@ -307,10 +333,12 @@ def run_cross_host(
                 for i in range(hosts)
             ]
             barrier.wait(timeout=300)  # every host has imported the provider; none has built a hook yet
+            front_stats(sandbox_info["rpc_url"], reset=True)
             started = time.monotonic()
             with LatencyProbe(sandbox_info["rpc_url"], sandbox_info["provider_url"]) as probe:
                 chunks = [f.result(timeout=timeout) for f in futures]
                 seconds = time.monotonic() - started
+    chain_worst = front_stats(sandbox_info["rpc_url"]).get("worst_seconds", {})
     new = set(ledger.new_jobs())
     jobs = [job for job in harness.jobs_of(ledger.provider_url, owner) if job["jobId"] in new]
     harness.wait_until_terminal(ledger.provider_url, owner, new, timeout=120)  # leave an idle engine
@@ -326,4 +354,14 @@ def run_cross_host(
         probe_failures=dict(probe.failures),
         provider_resigned=sum(c["provider_resigned"] for c in chunks),
         chain_refetched=sum(c["chain_refetched"] for c in chunks),
+        chain_worst=chain_worst,
     )
+
+
+def front_stats(rpc_url: str, *, reset: bool = False) -> dict[str, Any]:
+    """The sandbox JSON-RPC front's counters (``GET /sandbox/rpc-front``; ``{}`` when there is none)."""
+    try:
+        response = requests.get(rpc_url + "/sandbox/rpc-front" + ("?reset=1" if reset else ""), timeout=30)
+        return response.json() if response.ok else {}
+    except (requests.RequestException, ValueError):
+        return {}

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start (or resume) the sandbox")
     up.add_argument("--detach", action="store_true", help="return once everything is up")
     up.add_argument("--port", type=int, default=18030, help="sandbox server port (0: any free port)")
-    up.add_argument("--rpc-port", type=int, default=18545, help="ganache port (0: any free port)")
+    up.add_argument("--rpc-port", type=int, default=18545, help="chain JSON-RPC port (0: any free port)")
     up.add_argument("--receipt-timeout", type=float, default=120.0, help="Provider wait for unknown txs (s)")
     up.add_argument("--max-job-duration", type=int, default=3600, help="environments' maxJobDuration (s)")
     up.add_argument("--json", action="store_true", help="print the sandbox facts as JSON")

@@ -8,8 +8,12 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -68,43 +72,55 @@ def rpc_alive(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def start(db_dir: Path, port: int, log_file: Path, *, host: str = "127.0.0.1") -> subprocess.Popen:
-    """Start ganache as barge runs it (chain id 8996, barge mnemonic, istanbul, gas price 1 wei).
+def options(db_dir: Path, port: int, *, host: str = "127.0.0.1") -> dict[str, str]:
+    """ganache's command-line options as the sandbox runs it, flag -> value (``ganache --help`` lists them).
+
+    As barge runs it: chain id 8996, barge mnemonic, istanbul, gas price 1 wei, instamine.
+
+    :param db_dir: chain database directory.
+    :param port: RPC port on ``host``.
+    """
+    return {
+        "--server.host": host,
+        "--server.port": str(port),
+        "--chain.chainId": str(CHAIN_ID),
+        "--chain.networkId": str(CHAIN_ID),
+        "--chain.allowUnlimitedContractSize": "true",
+        "--chain.hardfork": "istanbul",
+        "--wallet.mnemonic": MNEMONIC,
+        "--wallet.totalAccounts": str(ACCOUNTS),
+        "--wallet.defaultBalance": "1000000",
+        "--miner.blockGasLimit": "50000000",
+        "--miner.defaultGasPrice": "1",
+        "--database.dbPath": str(db_dir),
+        "--logging.quiet": "true",
+    }
+
+
+def start(
+    db_dir: Path,
+    port: int,
+    log_file: Path,
+    *,
+    host: str = "127.0.0.1",
+    overrides: Mapping[str, str | None] | None = None,
+) -> subprocess.Popen:
+    """Start ganache with :func:`options` and wait until it answers.
 
     :param db_dir: chain database directory (kept between runs so the deployment survives ``down``/``up``).
     :param port: RPC port on ``host``.
     :param log_file: where ganache's output goes.
+    :param overrides: options to set (flag -> value) or, with ``None``, to leave out (for experiments such
+        as ``benchmarks/sandbox_load.py --ganache-option``).
     """
     binary = ensure_installed()
     db_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        str(binary),
-        "--server.host",
-        host,
-        "--server.port",
-        str(port),
-        "--chain.chainId",
-        str(CHAIN_ID),
-        "--chain.networkId",
-        str(CHAIN_ID),
-        "--chain.allowUnlimitedContractSize",
-        "true",
-        "--chain.hardfork",
-        "istanbul",
-        "--wallet.mnemonic",
-        MNEMONIC,
-        "--wallet.totalAccounts",
-        str(ACCOUNTS),
-        "--wallet.defaultBalance",
-        "1000000",
-        "--miner.blockGasLimit",
-        "50000000",
-        "--miner.defaultGasPrice",
-        "1",
-        "--database.dbPath",
-        str(db_dir),
-        "--logging.quiet",
-    ]
+    chosen: dict[str, str | None] = {**options(db_dir, port, host=host), **(overrides or {})}
+    args = [str(binary)]
+    for flag, value in chosen.items():
+        if value is not None:
+            args += [flag, value]
+    log.info("Starting ganache: %s", " ".join(a for a in args[1:] if a != MNEMONIC))
     with open(log_file, "ab") as out:
         process = subprocess.Popen(
             args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True

@@ -101,7 +101,8 @@ class Sandbox:
     """The local Ocean: one state directory, one ganache, one sandbox server.
 
     :param state_dir: where everything lives (chain DB, DDOs, jobs, logs, ``state.json``).
-    :param rpc_port: ganache port (``0`` picks a free one on first ``up``).
+    :param rpc_port: the chain's JSON-RPC port: the front before ganache (``0`` picks a free one on first
+        ``up``); ganache itself listens on another, internal port.
     :param provider_port: sandbox server port (``0`` picks a free one on first ``up``).
     :param receipt_timeout: how long the Provider waits for an unknown order tx (real: 120 s).
     :param max_job_duration: the environments' ``maxJobDuration`` in seconds.
@@ -110,6 +111,10 @@ class Sandbox:
         ``None`` keeps the state's choice (``provider`` for a new state).
     :param node_rate_limit: Ocean Node personality: requests per IP and minute (the node's default is 30).
     :param node_claim_interval: Ocean Node personality: seconds between payment cron runs (real: 3600).
+    :param ganache_options: ganache options to set or (``None``) leave out when ganache is started, over
+        :func:`ocean_sandbox.ganache.options` (for experiments; a running chain is not restarted).
+    :param rpc_front_options: options of the JSON-RPC front before ganache (:mod:`ocean_sandbox.rpc_front`,
+        e.g. ``{"--gate": "off"}`` for comparisons).
     """
 
     def __init__(
@@ -124,6 +129,8 @@ class Sandbox:
         api: str | None = None,
         node_rate_limit: int | None = None,
         node_claim_interval: float | None = None,
+        ganache_options: dict[str, str | None] | None = None,
+        rpc_front_options: dict[str, str] | None = None,
     ) -> None:
         if api not in (None, "provider", "node"):
             raise ValueError(f"api must be 'provider' or 'node', not {api!r}")
@@ -136,6 +143,8 @@ class Sandbox:
         self.api = api
         self.node_rate_limit = node_rate_limit
         self.node_claim_interval = node_claim_interval
+        self.ganache_options = dict(ganache_options or {})
+        self.rpc_front_options = dict(rpc_front_options or {})
 
     # -- state ---------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -199,11 +208,30 @@ class Sandbox:
         provider_port = state.get("provider_port") or self.provider_port or free_port()
         rpc_url = f"http://127.0.0.1:{rpc_port}"
         provider_url = f"http://127.0.0.1:{provider_port}"
-        if not (pid_alive(state.get("ganache_pid")) and ganache.rpc_alive(rpc_url)):
+        if "ganache_port" not in state and pid_alive(state.get("ganache_pid")):
+            stop_pid(state.get("ganache_pid"))  # a state from before the RPC front: ganache moves port
+        ganache_port = state.get("ganache_port") or free_port()
+        ganache_url = f"http://127.0.0.1:{ganache_port}"
+        if not (pid_alive(state.get("ganache_pid")) and ganache.rpc_alive(ganache_url)):
+            if ganache.rpc_alive(ganache_url):
+                ganache_port = free_port()  # the port was taken meanwhile: ganache's port is internal
+                ganache_url = f"http://127.0.0.1:{ganache_port}"
+            process = ganache.start(
+                self.state_dir / "chain",
+                ganache_port,
+                self.state_dir / "ganache.log",
+                overrides=self.ganache_options,
+            )
+            state["ganache_pid"] = process.pid
+        state.update({"ganache_port": ganache_port, "ganache_url": ganache_url})
+        if state.get("rpc_front_upstream") != ganache_url and pid_alive(state.get("rpc_front_pid")):
+            stop_pid(state.get("rpc_front_pid"))  # the front still forwards to a former ganache
+        if not (pid_alive(state.get("rpc_front_pid")) and ganache.rpc_alive(rpc_url)):
             if ganache.rpc_alive(rpc_url):
                 raise RuntimeError(f"port {rpc_port} already serves another chain; choose another --rpc-port")
-            process = ganache.start(self.state_dir / "chain", rpc_port, self.state_dir / "ganache.log")
-            state["ganache_pid"] = process.pid
+            state["rpc_front_pid"] = self._start_front(rpc_port, ganache_url)
+            state["rpc_front_upstream"] = ganache_url
+        save_state(self.state_dir, state)
         rpc = JsonRpcClient(rpc_url)
         files_dir = self.state_dir / "files"
         files_dir.mkdir(exist_ok=True)
@@ -271,6 +299,48 @@ class Sandbox:
             self._wait_server(provider_url, state["server_pid"])
         return self.info()
 
+    def _start_front(self, port: int, ganache_url: str) -> int:
+        """Start the JSON-RPC front (:mod:`ocean_sandbox.rpc_front`) on ``port`` before ganache; its pid."""
+        args = [
+            sys.executable,
+            "-m",
+            "ocean_sandbox.rpc_front",
+            "--port",
+            str(port),
+            "--upstream",
+            ganache_url,
+        ]
+        for flag, value in self.rpc_front_options.items():
+            args += [flag, value]
+        log_file = open(self.state_dir / "rpc_front.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            process = subprocess.Popen(
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log_file.close()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not ganache.rpc_alive(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_pid(process.pid)
+                raise RuntimeError(
+                    f"the RPC front did not answer on {url}; see {self.state_dir / 'rpc_front.log'}"
+                )
+            time.sleep(0.1)
+        return process.pid
+
+    def restart_front(self) -> None:
+        """Stop and start the JSON-RPC front only (with :attr:`rpc_front_options`)."""
+        state = load_state(self.state_dir)
+        stop_pid(state.get("rpc_front_pid"))
+        state["rpc_front_pid"] = self._start_front(int(state["rpc_port"]), state["ganache_url"])
+        save_state(self.state_dir, state)
+
     def _start_server(self) -> int:
         log_file = open(self.state_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
         try:
@@ -309,13 +379,29 @@ class Sandbox:
         save_state(self.state_dir, state)
         self._wait_server(state["provider_url"], state["server_pid"])
 
+    def restart_chain(self) -> None:
+        """Stop and start ganache only (same port and database, with :attr:`ganache_options`); the server
+        keeps running and finds the chain where it was."""
+        state = load_state(self.state_dir)
+        stop_pid(state.get("ganache_pid"))
+        process = ganache.start(
+            self.state_dir / "chain",
+            int(state["ganache_port"]),
+            self.state_dir / "ganache.log",
+            overrides=self.ganache_options,
+        )
+        state["ganache_pid"] = process.pid
+        save_state(self.state_dir, state)
+
     def down(self, purge: bool = False) -> None:
         """Stop the server and ganache; ``purge`` also deletes the state directory (chain included)."""
         state = self._state()
         stop_pid(state.get("server_pid"))
+        stop_pid(state.get("rpc_front_pid"))
         stop_pid(state.get("ganache_pid"))
         if state:
             state["server_pid"] = None
+            state["rpc_front_pid"] = None
             state["ganache_pid"] = None
             save_state(self.state_dir, state)
         if purge and self.state_dir.exists():
@@ -325,7 +411,11 @@ class Sandbox:
         state = self._state()
         if not state:
             return {"state_dir": str(self.state_dir), "chain": "absent", "server": "absent"}
-        chain_up = pid_alive(state.get("ganache_pid")) and ganache.rpc_alive(state["rpc_url"])
+        chain_up = (
+            pid_alive(state.get("ganache_pid"))
+            and pid_alive(state.get("rpc_front_pid"))
+            and ganache.rpc_alive(state["rpc_url"])
+        )
         server_up = pid_alive(state.get("server_pid")) and _server_alive(state["provider_url"])
         return {
             "state_dir": str(self.state_dir),
