@@ -28,7 +28,7 @@ its gate off (the proxy hop without the gate). ``--compare`` is ``--setups direc
 Goals (judged for ``sandbox`` only, the others are printed for reference): every request answered
 (0 failures); every request but ``eth_estimateGas`` within ``--max-seconds`` (default 5); and no estimate
 waiting longer than its turn: at most ``--estimate-seconds`` (default 1) per client. Ganache spends about
-half a second of its one thread on a ``startOrder`` estimate (some 14 EVM runs of its estimator), so N
+half a second of its one thread on a ``startOrder`` estimate (about a dozen EVM runs), so N
 clients estimating at once wait up to about N x 0.5 s whatever the order; the front serves them first come
 first served.
 
