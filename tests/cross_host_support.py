@@ -49,6 +49,7 @@ KNOWN_ERRORS = {
     "nonce": "nonce error",
     "order_invalid": "order_invalid",
     "agreementId": "agreementId already in use",
+    "replaced by better transaction": "transaction replaced by better transaction",
 }
 
 
@@ -286,6 +287,8 @@ def error_kind(error: str) -> str:
     for needle, label in KNOWN_ERRORS.items():
         if needle in message:
             return f"{kind}: {label}"
+    # "startOrder on 0x... for did:op:... failed: <what the node said>"
+    message = re.sub(r"^\w+ on 0x[0-9a-fA-F]+ for did:op:[0-9a-f]+( failed)?: ", "", message)
     return f"{kind}: {_shorten(message)[:80]}"
 
 
