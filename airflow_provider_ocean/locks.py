@@ -307,6 +307,8 @@ class RedisLocks:
                 log.warning("Renewing wallet lock %s failed: %s", lock.name, exc)
 
 
+#: The URL schemes of a cluster wallet lock (redis-py's).
+LOCK_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 _REGISTRY: dict[str, WalletLocks] = {}
 _REGISTRY_GUARD = threading.Lock()
 
@@ -322,7 +324,7 @@ def wallet_locks(url: str | None = None) -> WalletLocks:
     with _REGISTRY_GUARD:
         if key not in _REGISTRY:
             if key:
-                if not key.startswith(("redis://", "rediss://", "unix://")):
+                if not key.startswith(LOCK_URL_SCHEMES):
                     raise WalletLockError(
                         "wallet_lock_url must be a redis://, rediss:// or unix:// URL, "
                         f"got {redacted_url(key)!r}"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_ocean.exceptions import OceanConfigError, register_secret
-from airflow_provider_ocean.locks import redacted_url
+from airflow_provider_ocean.locks import LOCK_URL_SCHEMES, redacted_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -114,7 +114,7 @@ class OceanConnectionSettings:
         rpc_url = extra_value(extras, "rpc_url")
         lock_url = str(extra_value(extras, "wallet_lock_url") or "").strip() or None
         if lock_url is not None:
-            if not lock_url.startswith(("redis://", "rediss://", "unix://")):
+            if not lock_url.startswith(LOCK_URL_SCHEMES):
                 raise OceanConfigError(
                     "wallet_lock_url must be a redis://, rediss:// or unix:// URL of the Redis that holds "
                     f"the wallet lock, got {redacted_url(lock_url)!r}"

@@ -25,7 +25,7 @@ import re
 import secrets
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -249,21 +249,16 @@ class NonceAllocator:
                 finally:
                     self._held[key] = (held[0], held[1])
                 return
-            hold = self.locks.hold(lock_name("provider-nonce", *key))
-            try:
-                counter = hold.__enter__()
-            except WalletLockError as exc:
-                raise OceanWalletLockError(str(exc)) from None
-            self._held[key] = (counter, 1)
-            try:
-                yield counter
-            except BaseException as exc:
-                del self._held[key]
-                if not hold.__exit__(type(exc), exc, exc.__traceback__):
-                    raise
-            else:
-                del self._held[key]
-                hold.__exit__(None, None, None)
+            with ExitStack() as stack:
+                try:
+                    counter = stack.enter_context(self.locks.hold(lock_name("provider-nonce", *key)))
+                except WalletLockError as exc:
+                    raise OceanWalletLockError(str(exc)) from None
+                self._held[key] = (counter, 1)
+                try:
+                    yield counter
+                finally:
+                    del self._held[key]
 
     def next_nonce(self, provider_url: str, address: str, stored: Any, *, salt: bool = False) -> str:
         """Return the next nonce as text, given the server's stored value.
