@@ -520,10 +520,26 @@ class OceanNodeBackend:
             "Ocean Node does not implement job deletion (DELETE answers 404); %s kept", job_id
         )
 
-    def download_result(self, job_id: str, index: int, destination: Destination) -> DownloadedResult:
-        results = self._results(job_id)
-        name = next((r.filename for r in results if r.index == int(index)), None)
-        return self.client.download_result(self.ctx.signer, job_id, index, destination, filename=name)
+    def download_result(
+        self, job_id: str, index: int, destination: Destination, *, raw_logs: bool = False
+    ) -> DownloadedResult:
+        """Stream one result (by its ``index``); logs lose Docker's frames unless ``raw_logs``.
+
+        :param job_id: the full job id.
+        :param index: the result's ``index``.
+        :param destination: binary file object, file path, or existing directory.
+        :param raw_logs: keep a log's bytes as the node serves them (with Docker's log frames).
+        """
+        listed = next((r for r in self._results(job_id) if r.index == int(index)), None)
+        return self.client.download_result(
+            self.ctx.signer,
+            job_id,
+            index,
+            destination,
+            filename=listed.filename if listed else None,
+            result_type=listed.type if listed else None,
+            raw_logs=raw_logs,
+        )
 
     def _results(self, job_id: str) -> list[ResultFile]:
         previous = self._previous.get(job_id)

@@ -500,14 +500,17 @@ class ProviderV4Backend:
         self.client.delete_job(self.ctx.signer, job_id)
         self.ctx.log.info("Requested deletion of compute job %s", job_id)
 
-    def download_result(self, job_id: str, index: int, destination: Destination) -> DownloadedResult:
+    def download_result(
+        self, job_id: str, index: int, destination: Destination, *, raw_logs: bool = False
+    ) -> DownloadedResult:
         """Stream one result file to a file object, a path or a directory (signed; constant memory).
 
         :param job_id: the job id.
         :param index: position of the file in the job's results.
         :param destination: binary file object, file path, or existing directory.
+        :param raw_logs: keep a log's bytes as served (default: Docker log frames are taken off).
         """
-        return self.client.download_result(self.ctx.signer, job_id, index, destination)
+        return self.client.download_result(self.ctx.signer, job_id, index, destination, raw_logs=raw_logs)
 
 
 def _paid(

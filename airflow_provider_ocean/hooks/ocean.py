@@ -459,11 +459,17 @@ class OceanComputeHook(BaseHook):
         """
         return self.get_job_status(job_id).results
 
-    def download_result(self, job_id: str, index: int, destination: Destination) -> DownloadedResult:
+    def download_result(
+        self, job_id: str, index: int, destination: Destination, *, raw_logs: bool = False
+    ) -> DownloadedResult:
         """Stream one result file to a file object, a path or a directory (signed; constant memory).
+
+        Logs (``algorithmLog``, ``configurationLog``...) are written as text: an Ocean Node that serves
+        Docker's multiplexed log frames has them taken off (plain logs are unchanged).
 
         :param job_id: the job id.
         :param index: position of the file in the job's results.
         :param destination: binary file object, file path, or existing directory.
+        :param raw_logs: keep a log's bytes exactly as served (with Docker's frames, if any).
         """
-        return self.compute.download_result(job_id, index, destination)
+        return self.compute.download_result(job_id, index, destination, raw_logs=raw_logs)

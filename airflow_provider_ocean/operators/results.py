@@ -64,6 +64,10 @@ class OceanComputeResultsOperator(BaseOperator):
         regular files, the leading ``outputs/`` removed, subfolders kept, unsafe paths and links skipped,
         ``max_file_size`` capping the unpacked total); each file gets its own manifest entry with
         ``"archive": "outputs.tar"``.
+    :param raw_logs: write log results exactly as served. By default an Ocean Node's Docker log frames
+        (8-byte headers before each chunk of output, sent by nodes whose containers run without a TTY)
+        are taken off, so ``algorithm.log`` holds only what the algorithm printed; the task-log copy is
+        always decoded.
     :return: the manifest: ``[{"name", "type", "index", "size", "sha256", "uri"}]`` (XCom).
     """
 
@@ -82,6 +86,7 @@ class OceanComputeResultsOperator(BaseOperator):
         max_file_size: int | None = 10 * 1024**3,
         asset: Asset | str | None = None,
         unpack_outputs: bool = False,
+        raw_logs: bool = False,
         **kwargs: Any,
     ) -> None:
         if asset is not None:
@@ -100,6 +105,7 @@ class OceanComputeResultsOperator(BaseOperator):
         self.max_file_size = max_file_size
         self.asset = asset_obj
         self.unpack_outputs = unpack_outputs
+        self.raw_logs = raw_logs
 
     def _hook(self) -> OceanComputeHook:
         from airflow_provider_ocean.hooks.ocean import OceanComputeHook
@@ -158,7 +164,10 @@ class OceanComputeResultsOperator(BaseOperator):
             try:
                 with partial.open("wb") as handle:
                     written = hook.download_result(
-                        self.job_id, result.index, _CappedWriter(handle, self.max_file_size)
+                        self.job_id,
+                        result.index,
+                        _CappedWriter(handle, self.max_file_size),
+                        raw_logs=self.raw_logs,
                     )
                 partial.rename(target)
             except OceanResultTooLargeError as exc:

@@ -6,7 +6,8 @@ directory (the name then comes from ``Content-Disposition`` or the job's listing
 the target, renamed at the end; nothing is left behind on failure), writes large results with ``O_DIRECT``
 (:mod:`airflow_provider_ocean.wire.direct_io`), and checks the body against its ``Content-Length`` and
 against the size the job lists for the result: Ocean Node answers 200 with an empty body for an index or
-owner it does not serve, which must not pass for the file.
+owner it does not serve, which must not pass for the file. Logs are written without Docker's log frames
+(:mod:`airflow_provider_ocean.wire.log_frames`) unless the raw bytes are asked for.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from airflow_provider_ocean.wire.direct_io import (
     open_direct,
     stream_broke,
 )
+from airflow_provider_ocean.wire.log_frames import LogFrameDecoder
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -92,14 +94,16 @@ def content_disposition_filename(header: str | None) -> str | None:
 
 
 class ListedSizes:
-    """The result sizes the latest status answers listed, per job (bounded: the most recent jobs).
+    """The result sizes and types the latest status answers listed, per job (bounded: the most recent jobs).
 
     :param max_jobs: how many jobs to remember.
     """
 
     def __init__(self, max_jobs: int = 256) -> None:
         self.max_jobs = max_jobs
-        self._jobs: collections.OrderedDict[str, dict[int, int | None]] = collections.OrderedDict()
+        self._jobs: collections.OrderedDict[str, dict[int, tuple[int | None, str]]] = (
+            collections.OrderedDict()
+        )
 
     def remember(self, job_id: str, results: Iterable[ResultFile]) -> None:
         """Keep the sizes of a job's listed results (an empty listing keeps what was known).
@@ -107,10 +111,10 @@ class ListedSizes:
         :param job_id: the job id, as downloads name it.
         :param results: the job's result files.
         """
-        sizes = {r.index: r.filesize for r in results}
-        if not sizes:
+        listed = {r.index: (r.filesize, r.type) for r in results}
+        if not listed:
             return
-        self._jobs[job_id] = sizes
+        self._jobs[job_id] = listed
         self._jobs.move_to_end(job_id)
         while len(self._jobs) > self.max_jobs:
             self._jobs.popitem(last=False)
@@ -121,7 +125,16 @@ class ListedSizes:
         :param job_id: the job id.
         :param index: the result's index.
         """
-        return self._jobs.get(job_id, {}).get(int(index))
+        return self._jobs.get(job_id, {}).get(int(index), (None, ""))[0]
+
+    def kind(self, job_id: str, index: int) -> str | None:
+        """The listed ``type`` of one result, if a status answer listed it.
+
+        :param job_id: the job id.
+        :param index: the result's index.
+        """
+        listed = self._jobs.get(job_id, {}).get(int(index))
+        return listed[1] if listed else None
 
 
 def save_result(
@@ -136,6 +149,7 @@ def save_result(
     expected_size: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     started: float | None = None,
+    decode_log_frames: bool = False,
 ) -> DownloadedResult:
     """Stream a result answer to ``destination``; the response is closed in every case.
 
@@ -151,6 +165,9 @@ def save_result(
         (``None`` or 0: not checked).
     :param chunk_size: bytes per read.
     :param started: when the request was sent (``time.monotonic()``), for the log line.
+    :param decode_log_frames: the result is a log: write it without Docker's log frames (plain text is
+        written unchanged). The listed size is checked against the bytes received; ``bytes_written`` and
+        ``sha256`` describe what was written.
     :raises OceanConnectionError: the stream broke or ended before its ``Content-Length``.
     :raises OceanResultSizeError: the body's length is not the listed size.
     """
@@ -159,17 +176,23 @@ def save_result(
     digest = hashlib.sha256()
     target: Path | None = None
     tmp_name: str | None = None
+    frames: _FrameStrippingSink | None = None
     try:
         if not isinstance(destination, str | os.PathLike):
-            written = _copy(response, destination, digest, chunk_size, operation)
+            sink: BinarySink = destination
+            if decode_log_frames:
+                sink = frames = _FrameStrippingSink(destination, digest)
+            written = _copy(response, sink, _digest_of(frames, digest), chunk_size, operation)
             _check_size(written, expected_size, operation, response.url)
+            if frames is not None:
+                frames.close()
         else:
             target = Path(destination)
             if target.is_dir():
                 target = target / safe_filename(name, fallback_name)
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=".ocean-", suffix=".part", dir=target.parent)
-            direct = _direct_target(response, tmp_name)
+            direct = None if decode_log_frames else _direct_target(response, tmp_name)
             if direct is not None:  # a large result: straight to disk, past the page cache
                 os.close(fd)
                 body, fd = direct
@@ -179,7 +202,12 @@ def save_result(
                     os.close(fd)
             else:
                 with os.fdopen(fd, "wb") as handle:
-                    written = _copy(response, handle, digest, chunk_size, operation)
+                    sink = handle
+                    if decode_log_frames:
+                        sink = frames = _FrameStrippingSink(handle, digest)
+                    written = _copy(response, sink, _digest_of(frames, digest), chunk_size, operation)
+                    if frames is not None:
+                        frames.close()
             _check_size(written, expected_size, operation, response.url)
             os.replace(tmp_name, target)
             tmp_name = None
@@ -190,6 +218,16 @@ def save_result(
                 os.unlink(tmp_name)
             except OSError:
                 pass
+    if frames is not None and frames.decoder.framed:
+        log.info(
+            "Result %s of job %s is a Docker-framed log: %s frames, %s bytes received, %s bytes of text",
+            index,
+            job_id,
+            frames.decoder.frames,
+            written,
+            frames.written,
+        )
+        written = frames.written
     log.info(
         "Downloaded result %s of job %s (%s, %s bytes) in %.1f s",
         index,
@@ -207,6 +245,45 @@ def save_result(
         content_type=response.headers.get("Content-Type"),
         path=str(target) if target is not None else None,
     )
+
+
+class _NoDigest:
+    """Stands in for the digest where the sink hashes what it writes."""
+
+    def update(self, data: Any, /) -> None:
+        return None
+
+
+def _digest_of(frames: _FrameStrippingSink | None, digest: Any) -> Any:
+    return _NoDigest() if frames is not None else digest
+
+
+class _FrameStrippingSink:
+    """A sink that writes a log without Docker's frames and hashes what it writes.
+
+    :param target: where the text goes.
+    :param digest: the hash of the written bytes.
+    """
+
+    def __init__(self, target: BinarySink, digest: Any) -> None:
+        self.target = target
+        self.digest = digest
+        self.decoder = LogFrameDecoder()
+        self.written = 0
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        self._put(self.decoder.feed(data))
+        return len(data)
+
+    def close(self) -> None:
+        """Write what the decoder still holds (the end of a short plain log)."""
+        self._put(self.decoder.close())
+
+    def _put(self, text: bytes) -> None:
+        if text:
+            self.target.write(text)
+            self.digest.update(text)
+            self.written += len(text)
 
 
 def _check_size(written: int, expected: int | None, operation: str, url: str | None) -> None:

@@ -47,6 +47,7 @@ from airflow_provider_ocean.wire.errors import (
     retry_after_header,
     retry_after_seconds,
 )
+from airflow_provider_ocean.wire.log_frames import is_log_result
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -445,6 +446,8 @@ class WireClient:
         chunk_size: int = CHUNK_SIZE,
         filename: str | None = None,
         expected_size: int | None = None,
+        result_type: str | None = None,
+        raw_logs: bool = False,
     ) -> DownloadedResult:
         """``GET computeResult`` (signed): stream one result file in constant memory
         (:func:`~airflow_provider_ocean.wire.download.save_result`).
@@ -462,6 +465,10 @@ class WireClient:
         :param expected_size: the result's listed size; by default the size the last status answer of
             this client listed. A body of another length raises
             :class:`~airflow_provider_ocean.exceptions.OceanResultSizeError` and leaves no file.
+        :param result_type: the result's listed ``type``; by default the type the last status answer of
+            this client listed (else a ``.log`` ``filename`` counts as a log).
+        :param raw_logs: write a log result as served, with Docker's log frames if the node sent them
+            (default: frames are taken off; :mod:`airflow_provider_ocean.wire.log_frames`).
         """
         if int(index) < 0:
             raise OceanValidationError(f"A result index cannot be negative (got {index})")
@@ -479,6 +486,8 @@ class WireClient:
             expected_size=self._listed.get(job_id, index) if expected_size is None else expected_size,
             chunk_size=chunk_size,
             started=started,
+            decode_log_frames=not raw_logs
+            and is_log_result(result_type or self._listed.kind(job_id, index), filename),
         )
 
     def _result_response(self, signer: Signer, job_id: str, index: int, operation: str) -> requests.Response:

@@ -26,6 +26,7 @@ from airflow_provider_ocean.exceptions import OceanJobNotFoundError, OceanValida
 from airflow_provider_ocean.signing import NONCES, NonceAllocator
 from airflow_provider_ocean.wire.errors import OceanNodeError, parse_node_error
 from airflow_provider_ocean.wire.http import COMPUTE_ENDPOINTS, WireClient
+from airflow_provider_ocean.wire.log_frames import split_lines
 from airflow_provider_ocean.wire.node_payloads import (
     environment_from_node,
     full_job_id,
@@ -487,6 +488,8 @@ class OceanNodeClient(WireClient):
         """``GET computeStreamableLogs`` (signed): yield the running container's log lines as they come.
 
         Ends quietly when the job is not running (404 ``Job not found or not running``) or the stream closes.
+        A node that passes Docker's multiplexed log frames on (v3.1.0) is decoded: only the printed lines
+        are yielded (:mod:`airflow_provider_ocean.wire.log_frames`).
 
         :param signer: the job owner's signer.
         :param job_id: the full job id.
@@ -509,16 +512,8 @@ class OceanNodeClient(WireClient):
                 return
             raise
         try:
-            pending = b""
-            for chunk in response.iter_content(chunk_size=None):  # as the bytes arrive
-                if not chunk:
-                    continue
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    yield line.decode("utf-8", errors="replace").rstrip("\r")
-            if pending:
-                yield pending.decode("utf-8", errors="replace")
+            # as the bytes arrive; Docker's log frames (a node without TTY) are taken off
+            yield from split_lines(response.iter_content(chunk_size=None))
         except requests.RequestException as exc:
             log.info("%s: the stream ended (%s)", operation, type(exc).__name__)
         finally:
