@@ -31,12 +31,12 @@ ONE = 10**18
 _JOB_ID = {
     PROVIDER_V4: re.compile(r"^[0-9a-f]{32}$"),
     # <engineHash>-<sha256>: the full id the start returned (the node's status echoes only the hash)
-    OCEAN_NODE: re.compile(r"^[0-9a-f]{64}-[0-9a-f]{64}$"),
+    OCEAN_NODE: re.compile(r"^0x[0-9a-f]{64}-0x[0-9a-f]{64}$"),
 }
 #: Every result type a successful job of the sample algorithm publishes.
 _ALL_RESULT_TYPES = {
     PROVIDER_V4: {"output", "algorithmLog", "configrationLog", "publishLog"},
-    OCEAN_NODE: {"output", "algorithmLog", "configurationLog", "imageLog", "publishLog"},
+    OCEAN_NODE: {"output", "algorithmLog", "configurationLog", "imageLog"},  # v3.1.0: no publish.log
 }
 
 

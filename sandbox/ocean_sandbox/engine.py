@@ -238,6 +238,8 @@ class JobEngine:
 
     All public methods are thread-safe.
 
+    :cvar STOP_SIGNAL: what a stop or a timeout sends the algorithm's process group first.
+
     :param state_dir: directory holding ``jobs.db`` and ``jobs/<jobId>/``; created if missing.
     :param tick: seconds between engine passes (the real operator-engine uses 5 s).
     :param max_jobs: how many jobs may be in the pipeline (statuses 20 to 60) at once; more wait at status 1.
@@ -249,6 +251,8 @@ class JobEngine:
     :param python_bin_dir: directory put first on the algorithm's ``PATH``; default: the directory of
         ``sys.executable``.
     """
+
+    STOP_SIGNAL: int = signal.SIGTERM
 
     def __init__(
         self,
@@ -792,7 +796,7 @@ class JobEngine:
             else:
                 return
             run.term_sent = now
-            _killpg(process.pid, signal.SIGTERM)
+            _killpg(process.pid, self.STOP_SIGNAL)
         elif not run.killed and now - run.term_sent >= KILL_GRACE:
             run.killed = True
             _killpg(process.pid, signal.SIGKILL)

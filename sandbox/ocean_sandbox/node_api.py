@@ -7,9 +7,10 @@ sample assets and job runtime). What it answers like (§ = sections of docs/refe
 - ``GET /`` with ``software: "Ocean-Node"``, ``nodeId``, ``providerAddress``, ``nodePublicKey``, the node's
   ``serviceEndpoints`` (§1); the node's single key is the sandbox Provider's dev key, so it decrypts the
   sample DDOs' files, signs provider fees, is the environments' ``consumerAddress`` and the escrow payee;
-- a flat environment list with ids ``<engineHash>-<sha256>``, fees per chain with per-resource prices in
-  whole tokens per minute, ``cpu``/``ram``/``disk`` resources with ``min``/``max``/``inUse``, a ``free``
-  block on the first environment (§6);
+- a flat environment list with ids ``0x<engineHash>-0x<sha256>`` (the node release followed:
+  :mod:`ocean_sandbox.node_release`), fees per chain with per-resource prices in whole tokens per minute,
+  ``cpu``/``ram``/``disk`` resources with ``min``/``max``/``inUse``, a ``free`` block on the first
+  environment (§6);
 - nonces per exact address string, refused when ``parseInt(nonce) <= stored`` (401 ``nonce: N is not a valid
   nonce``) and consumed once the signature checks out, even when the command then fails; signatures over
   ``address + nonce + command`` (401 ``consumer address and nonce signature mismatch``); raw
@@ -48,6 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ocean_sandbox.node_release import RELEASE
 from ocean_sandbox.provider import Response
 from ocean_sandbox.routes import DDO_ROUTE, FILE_ROUTE
 
@@ -64,7 +66,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NODE_VERSION = "0.0.1"  # hard-coded by the real node too
-ENGINE_HASH = hashlib.sha256(b"ocean-sandbox docker engine").hexdigest()
+ENGINE_HASH = RELEASE.hash_id(hashlib.sha256(b"ocean-sandbox docker engine").hexdigest())
 CLAIM_TIMEOUT = 3600  # ESCROW_CLAIM_TIMEOUT
 DEFAULT_RATE_LIMIT = 320  # barge's node.yml; the node's own default is 30
 ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -171,7 +173,7 @@ def node_environments(
         fees = {str(chain_id): [{"feeToken": fee_token, "prices": spec["prices"]}]}
         env_hash = hashlib.sha256((json.dumps(fees, separators=(",", ":")) + str(index)).encode()).hexdigest()
         env: dict[str, Any] = {
-            "id": f"{ENGINE_HASH}-{env_hash}",
+            "id": f"{ENGINE_HASH}-{RELEASE.hash_id(env_hash)}",
             "consumerAddress": node_address,
             "platform": {"architecture": "x86_64", "os": "Linux"},
             "description": spec["description"],
@@ -517,7 +519,7 @@ class NodeApp:
                 "nodeId": "16Uiu2HAm" + hashlib.sha256(public.to_bytes()).hexdigest()[:44],
                 "chainIds": [str(self.config.chain_id)],
                 "providerAddress": self.config.node_address,
-                "nodePublicKey": "0x" + public.to_compressed_bytes().hex(),
+                "nodePublicKey": RELEASE.public_key(public.to_compressed_bytes()),
                 "serviceEndpoints": SERVICE_ENDPOINTS,
                 "software": "Ocean-Node",
                 "version": NODE_VERSION,
@@ -819,9 +821,11 @@ class NodeApp:
         workflow_algorithm = self._workflow_algorithm(algorithm, algo_ddo)
         priced = resources
         lock: dict[str, Any] | None = None
-        bare = hashlib.sha256(
-            json.dumps([consumer, env_id, uuid.uuid4().hex, time.time()], separators=(",", ":")).encode()
-        ).hexdigest()
+        bare = RELEASE.hash_id(
+            hashlib.sha256(
+                json.dumps([consumer, env_id, uuid.uuid4().hex, time.time()], separators=(",", ":")).encode()
+            ).hexdigest()
+        )
         job_id_hash = "0x" + hashlib.sha256(bare.encode()).hexdigest()
         if not free:
             if not isinstance(payment, dict):
@@ -1036,7 +1040,8 @@ class NodeApp:
             engine_status == 20
             and not (self.engine.job_dir(job["engine_job_id"]) / "adminlogs" / "image.log").exists()
         ):
-            status = 0
+            # not yet at the image step: queued when a queue wait was asked for, else pulling the image
+            status = 1 if (job["queue_max_wait_time"] or 0) > 0 else RELEASE.start_status
         exit_code = facts.get("exit_code")
         if exit_code is not None and int(exit_code) < 0:
             exit_code = 128 + abs(int(exit_code))  # Docker reports a signal as 128 + N

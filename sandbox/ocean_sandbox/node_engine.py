@@ -13,10 +13,15 @@ Ocean Node's Docker engine does differently (docs/reference/c2d-job-runtime.md Â
 - the environment holds only ``algorithm.envs`` plus, because the sandbox cannot mount ``/data``,
   ``VOLUME``/``INPUTS``/``OUTPUTS``/``LOGS`` pointing at the job folder (no ``DIDS``,
   ``TRANSFORMATION_DID`` or ``secret``);
-- after the run the job ends at 71 "Job settling" with the exit code recorded, ``outputs.tar`` (a real tar of
-  ``data/outputs`` with entries under ``outputs/``) and the results list ``image.log``,
-  ``configuration.log``, ``algorithm.log``, ``outputs.tar``, ``publish.log`` with explicit indexes.
-  A command that cannot be started ends at 41 "Failed to run algorithm".
+- the algorithm's stdout and stderr are kept as Docker keeps a container's log without a TTY: multiplexed
+  frames in ``algorithm.log`` (:mod:`ocean_sandbox.docker_logs`), when the release followed does so;
+- a stop (or ``maxJobDuration``) kills the algorithm with the release's stop signal (SIGKILL: exit 137);
+- after the run the job passes 60 "Publishing results" and ends at 71 "Job settling" with the exit code
+  recorded, ``outputs.tar`` (a real tar of ``data/outputs`` with entries under ``outputs/``) and the
+  release's results list with explicit indexes. A command that cannot be started ends at 41 "Failed to
+  run algorithm" with the error as plain text in ``algorithm.log``.
+
+The node release followed, and what differs between releases, is :mod:`ocean_sandbox.node_release`.
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ocean_sandbox import docker_logs
 from ocean_sandbox.engine import JobEngine, _append_line, _killpg
+from ocean_sandbox.node_release import RELEASE
 
 if TYPE_CHECKING:
     import sqlite3
@@ -43,13 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALGO_RELATIVE = "data/transformations/algorithm"
-RESULT_FILES = (
-    ("image.log", "adminlogs/image.log", "imageLog"),
-    ("configuration.log", "adminlogs/configuration.log", "configurationLog"),
-    ("algorithm.log", "data/logs/algorithm.log", "algorithmLog"),
-    ("outputs.tar", "outputs.tar", "output"),
-    ("publish.log", "adminlogs/publish.log", "publishLog"),
-)
+#: Created by :mod:`ocean_sandbox.docker_logs` when the algorithm could not be started.
+LAUNCH_FAILED = "adminlogs/launch-failed"
 _NODE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS node_runs (
     job_id TEXT PRIMARY KEY,
@@ -74,6 +77,8 @@ class NodeJobEngine(JobEngine):
 
     ``fetch_input`` must return one local path per file whose **name** is the input's final file name.
     """
+
+    STOP_SIGNAL = RELEASE.stop_signal
 
     def __init__(self, state_dir: Path, **kwargs: Any) -> None:
         super().__init__(state_dir, **kwargs)
@@ -218,6 +223,16 @@ class NodeJobEngine(JobEngine):
         entrypoint = str(((stage.get("algorithm") or {}).get("container") or {}).get("entrypoint") or "")
         argv = [part for part in entrypoint.replace("$ALGO", ALGO_RELATIVE).split(" ") if part]
         log_path = data / "logs" / "algorithm.log"
+        if RELEASE.framed_logs and argv:
+            # the container has no TTY: its output is kept as Docker's multiplexed frames
+            argv = [
+                sys.executable,
+                docker_logs.__file__,
+                str(log_path),
+                str(job_dir / LAUNCH_FAILED),
+                "--",
+                *argv,
+            ]
         try:
             if not argv:
                 raise OSError("empty entrypoint")
@@ -251,6 +266,8 @@ class NodeJobEngine(JobEngine):
     def _publish(self, run: _Run) -> None:
         row = self._row(run.job_id)
         assert row is not None
+        if run.status == 60:
+            self._stop.wait(self.tick)  # the node publishes in its next engine pass: let a poller see 60
         facts = self.run_facts(run.job_id)
         job_dir = self._job_dir(run.job_id)
         data = job_dir / "data"
@@ -260,6 +277,11 @@ class NodeJobEngine(JobEngine):
             self._node_update(run.job_id, algo_stop=time.time())
         if run.process is not None:
             _killpg(run.process.pid, signal.SIGKILL)
+        if (job_dir / LAUNCH_FAILED).exists():  # the node could not start the container
+            self._node_update(run.job_id, launch_failed=1)
+            self._update(run.job_id, exit_code=None)
+            run.exit_code = None
+            facts["launch_failed"] = 1
         publish_log = admin / "publish.log"
         _append_line(publish_log, f"publishing results of job {run.job_id} (status {run.status})")
         final = run.status
@@ -277,9 +299,9 @@ class NodeJobEngine(JobEngine):
                 final = 61
         results: list[dict[str, Any]] = []
         paths: list[str] = []
-        # publish.log is listed last; its size is read after the final line is written
+        # the sandbox's own record (a real node writes none, and the release may not list it)
         _append_line(publish_log, f"job ends with status {final}")
-        for filename, rel, kind in RESULT_FILES:
+        for filename, rel, kind in RELEASE.result_files:
             path = job_dir / rel
             if not path.is_file():
                 continue

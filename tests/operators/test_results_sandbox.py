@@ -24,6 +24,7 @@ from airflow_provider_ocean.links import job_status_url
 from airflow_provider_ocean.models import JobStatus
 from airflow_provider_ocean.operators.results import OceanComputeResultsOperator
 from airflow_provider_ocean.wire.download import safe_filename
+from airflow_provider_ocean.wire.log_frames import decode_chunks, is_frame_header
 from tests.operators.support import (
     failure,
     make_hook,
@@ -233,6 +234,7 @@ class TestCollect:
         assert dr.state == "success", failure(dag_id, "collect")
         assert f"Algorithm log of job {finished_job.job_id}" in task_log
         assert "wrote summary for 2 groups" in task_log  # printed by the algorithm itself
+        assert "\x00\x00\x00" not in task_log  # no Docker log frame reaches the task log (node)
         assert "algorithm.log" not in files_in(tmp_path)  # logged, but not written (not chosen)
 
     def test_asset_outlet_gets_an_event_with_the_manifest_summary(
@@ -327,6 +329,37 @@ class TestCollect:
                 assert entry["sha256"] == hashlib.sha256(data).hexdigest()
                 assert entry["size"] == len(data)
         assert json.loads((tmp_path / "summary.json").read_text())["column"] == "temperature_c"
+
+    # Ocean Node only: the node personality serves algorithm.log as Docker's multiplexed frames (v3.1.0).
+    @pytest.mark.parametrize("personality", ["ocean_node"], indirect=True)
+    def test_node_logs_are_written_without_docker_frames_unless_raw(
+        self, hook: OceanComputeHook, airflow_db: str, finished_job: JobStatus, tmp_path: Path
+    ) -> None:
+        entry = next(r for r in finished_job.results if r.type == "algorithmLog")
+        served = download_to_memory_raw(hook, finished_job.job_id, entry.index)
+        assert is_frame_header(served)
+        assert len(served) == entry.filesize
+        printed = b"".join(decode_chunks([served]))
+        for raw, folder in ((False, tmp_path / "text"), (True, tmp_path / "raw")):
+            dag_id = unique_dag_id("results_raw_logs" if raw else "results_text_logs")
+            dr = run_dag(
+                results_dag(
+                    dag_id, finished_job.job_id, str(folder), result_types=["algorithmLog"], raw_logs=raw
+                )
+            )
+            assert dr.state == "success", failure(dag_id, "collect")
+            (written,) = xcom(dr, "collect")
+            content = (folder / "algorithm.log").read_bytes()
+            assert content == (served if raw else printed)
+            assert (written["size"], written["sha256"]) == (len(content), hashlib.sha256(content).hexdigest())
+        assert b"wrote summary for 2 groups" in printed
+        assert b"\x00" not in printed
+
+
+def download_to_memory_raw(hook: OceanComputeHook, job_id: str, index: int) -> bytes:
+    sink = io.BytesIO()
+    hook.download_result(job_id, index, sink, raw_logs=True)
+    return sink.getvalue()
 
 
 @pytest.mark.chain

@@ -20,6 +20,7 @@ from eth_abi import decode
 from eth_keys import keys
 from eth_utils import to_checksum_address
 
+from airflow_provider_ocean.wire.log_frames import decode_chunks, is_frame_header, split_lines
 from tests.node_fixtures import NODE_TEST_RATE_LIMIT, node_admin
 from tests.sandbox import node_client as nc
 from tests.sandbox import ocean_client as oc
@@ -27,7 +28,7 @@ from tests.sandbox import ocean_client as oc
 pytestmark = pytest.mark.chain
 
 ONE = 10**18
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX64 = re.compile(r"^0x[0-9a-f]{64}$")  # v3.1.0 ids: 0x<sha256> (ocean_sandbox/node_release.py)
 LIST_INPUTS = (
     "import json, os\n"
     "inputs = os.environ['INPUTS']\n"
@@ -100,7 +101,10 @@ def test_root(world: World) -> None:
     assert root["chainIds"] == [str(world.info["chain_id"])]
     assert root["providerAddress"] == world.node_address
     assert root["nodeId"].startswith("16Uiu2HAm")
-    public = keys.PublicKey.from_compressed_bytes(bytes.fromhex(root["nodePublicKey"][2:]))
+    # v3.1.0 serialises the key's bytes as a JSON object (ocean_sandbox/node_release.py)
+    shown = root["nodePublicKey"]
+    assert sorted(shown, key=int) == [str(i) for i in range(33)]
+    public = keys.PublicKey.from_compressed_bytes(bytes(shown[str(i)] for i in range(33)))
     assert public.to_checksum_address() == world.node_address
     endpoints = root["serviceEndpoints"]
     assert endpoints["freeCompute"] == ["POST", "/api/services/freeCompute"]
@@ -147,8 +151,8 @@ def test_free_job_end_to_end(world: World) -> None:
     prefix, bare = job["jobId"].split("-", 1)
     assert prefix == world.free_env.split("-", 1)[0]
     assert HEX64.match(bare)
-    assert job["status"] == 0
-    assert job["statusText"] == "Job started"
+    assert job["status"] == 10  # v3.1.0: the start answer is already at the image step
+    assert job["statusText"] == "Pulling algorithm image"
     assert job["isFree"] is True
     assert job["payment"] is None
     assert job["owner"] == user.address
@@ -159,14 +163,14 @@ def test_free_job_end_to_end(world: World) -> None:
     entry, seen = world.node.wait(job["jobId"])
     assert entry["jobId"] == bare  # status echoes the bare hash
     assert entry["status"] in (70, 71)
-    assert seen[0] == 0
-    assert 10 in seen
+    assert seen[0] == 10
     assert 40 in seen
+    assert 60 in seen  # "Publishing results", between the run and 71
     assert entry["terminationDetails"] == {"exitCode": 0, "OOMKilled": False}
     assert float(entry["algoDuration"]) > 0
     types = [r["type"] for r in entry["results"]]
-    assert types == ["imageLog", "configurationLog", "algorithmLog", "output", "publishLog"]
-    assert [r["index"] for r in entry["results"]] == [0, 1, 2, 3, 4]
+    assert types == ["imageLog", "configurationLog", "algorithmLog", "output"]  # no publish.log
+    assert [r["index"] for r in entry["results"]] == [0, 1, 2, 3]
     by_type = {r["type"]: r for r in entry["results"]}
     assert by_type["output"]["filename"] == "outputs.tar"
 
@@ -186,7 +190,12 @@ def test_free_job_end_to_end(world: World) -> None:
     }
     log = world.node.result(user, job["jobId"], by_type["algorithmLog"]["index"])
     assert log.headers["Content-Type"].startswith("text/plain")
-    assert "listed" in log.text
+    # Docker's multiplexed frames, as a node without TTY serves them; the client's decoder reads them
+    assert is_frame_header(log.content)
+    assert len(log.content) == by_type["algorithmLog"]["filesize"]
+    assert "listed" in b"".join(decode_chunks([log.content])).decode()
+    configuration = world.node.result(user, job["jobId"], by_type["configurationLog"]["index"])
+    assert not is_frame_header(configuration.content)  # the node's own logs are plain text
 
     # the payment cron moves 71 to 70 for free jobs too
     final, _ = world.node.wait(job["jobId"], done=lambda e: e["status"] == 70)
@@ -619,24 +628,42 @@ def test_streamable_logs_and_stop(world: World) -> None:
     world.node.wait(job_id, done=lambda e: e["status"] == 40)
     stream = world.node.logs(user, job_id, stream=True)
     assert stream.status_code == 200
-    lines = []
-    for line in stream.iter_lines():
-        lines.append(line.decode())
-        if len(lines) >= 3:
+    raw = b""
+    for chunk in stream.iter_content(chunk_size=None):
+        raw += chunk
+        if len(list(split_lines([raw]))) > 3:
             break
     stream.close()
-    assert lines[:3] == ["tick 0", "tick 1", "tick 2"]
+    # the live stream is framed too: ``\x01\x00\x00\x00\x00\x00\x00\x07tick 0\n``...
+    assert raw.startswith(b"\x01\x00\x00\x00\x00\x00\x00\x07tick 0\n")
+    assert list(split_lines([raw]))[:3] == ["tick 0", "tick 1", "tick 2"]
     stopped = world.node.stop(user, job_id)
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()[0]["stopRequested"] is True
     entry, _ = world.node.wait(job_id)
     assert entry["stopRequested"] is True
-    assert entry["terminationDetails"]["exitCode"] == 128 + 15  # SIGTERM, as Docker reports it
+    # docker stop: the algorithm (PID 1, no SIGTERM handler) is killed: 128 + SIGKILL, as Docker reports it
+    assert entry["terminationDetails"]["exitCode"] == 137
     ended = world.node.logs(user, job_id)
     assert (ended.status_code, ended.text) == (404, "Job not found or not running")
     prefix = job_id.split("-", 1)[0]
     unknown = world.node.logs(user, f"{prefix}-{'0' * 64}")
     assert (unknown.status_code, unknown.text) == (404, "Job not found or not running")
+
+
+def test_an_algorithm_that_cannot_start_fails_at_41_with_a_plain_log(world: World) -> None:
+    """The container cannot start: 41 "Failed to run algorithm", the error as plain text in algorithm.log."""
+    user = world.user()
+    algorithm = nc.raw_algorithm("print('never')\n")
+    algorithm["meta"]["container"] = {**nc.CONTAINER, "entrypoint": "no-such-program-c2d $ALGO"}
+    job_id = world.node.free_start(world.free_body(user, algorithm)).json()[0]["jobId"]
+    entry, seen = world.node.wait(job_id)
+    assert 41 in seen
+    assert entry["terminationDetails"]["exitCode"] is None
+    log_entry = next(r for r in entry["results"] if r["type"] == "algorithmLog")
+    log = world.node.result(user, job_id, log_entry["index"]).content
+    assert not is_frame_header(log)
+    assert b"no-such-program-c2d" in log
 
 
 # -- §5 rate limit -----------------------------------------------------------------------------------------
