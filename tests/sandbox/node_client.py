@@ -194,9 +194,9 @@ def escrow_auths(chain: Chain, escrow: str, token: str, payer: str, payee: str) 
 
 
 def escrow_locks(chain: Chain, escrow: str, token: str, payer: str, payee: str) -> list[tuple]:
-    """ocean-contracts 3.1.0 lock struct: (jobId, payer, amount, expiry, token, startTime)."""
+    """The sandbox's Escrow (npm @oceanprotocol/contracts 2.6.0): (jobId, payer, amount, expiry, token)."""
     (locks,) = decode(
-        ["(uint256,address,uint256,uint256,address,uint256)[]"],
+        ["(uint256,address,uint256,uint256,address)[]"],
         chain.call(escrow, GET_LOCKS + encode(["address", "address", "address"], [token, payer, payee])),
     )
     return list(locks)
