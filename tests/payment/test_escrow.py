@@ -263,6 +263,10 @@ def test_limits_account_for_existing_locks(sandbox: dict[str, Any], lab: oc.Lab,
     ]
     assert (lock.amount, lock.payer, lock.token) == (4 * ONE, user.address, ocean)
     assert lock.start_time is None  # the npm 2.x Escrow does not record it
+    # cancelling a lock that has not expired is a no-op, not a revert (a node sends it for unpaid jobs)
+    cancel = abi.encode_call(ea.ESCROW_CANCEL_EXPIRED_LOCK, lock.job_id, ocean, user.address, node.address)
+    oc.ok(lab.chain.send(node.key, sandbox["addresses"]["Escrow"], cancel))
+    assert [lk.job_id for lk in payer.locks(node.address, payer=user.address)].count(lock.job_id) == 1
     plan = payer.plan(
         payer=user.address, token=ocean, payee=node.address, amount=2 * ONE, min_lock_seconds=3600
     )
