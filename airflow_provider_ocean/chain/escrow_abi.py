@@ -27,9 +27,10 @@ decodes ``getLocks`` answers with :func:`decode_locks`, which reads the element 
 length (5 words: 2.x, 6 words: 3.1.0); it accepts either ``Auth`` event in an ``authorize`` receipt. It
 never claims or cancels: that is the node's side, with exactly the calls of :data:`NODE_ESCROW_CALLS`.
 
-Not modelled: the ocean-node source also holds later, unreleased work ("Escrow v2", subsidy providers)
-whose ``createLock`` and claims take ``jobType`` and ``subsidyProviders`` and whose authorizations carry
-an ``expiryTimestamp``; it needs an Escrow that no published contracts package (npm or PyPI) ships.
+Not modelled: the ocean-node source also holds later work ("Escrow v2", subsidy providers) whose
+``createLock`` and claims take ``jobType`` and ``subsidyProviders`` and whose authorizations carry an
+``expiryTimestamp``; it needs an Escrow that no published contracts package (npm or PyPI) ships. An
+intermediate state of that work passed the two arguments to the claims only: the PyPI 3.1.0 interface.
 """
 
 from __future__ import annotations

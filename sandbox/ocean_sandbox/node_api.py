@@ -1260,7 +1260,8 @@ class NodeApp:
         ``cancelExpiredLocks`` (one ``cancelExpiredLock`` each when that fails); the contract releases only
         expired locks, so an unexpired one stays until it expires, as on a real node. A paid job without a
         lock gets ``nolock``. A job whose transaction failed keeps its status for the next pass. The calls
-        are those of ``NODE_ESCROW_CALLS`` (``airflow_provider_ocean.chain.escrow_abi``).
+        are those of ``NODE_ESCROW_CALLS`` (``airflow_provider_ocean.chain.escrow_abi``). Unlike a real node,
+        a pass with no paid job to settle reads no locks (so cancels no lock of an unknown job).
         """
         with self._settle_lock:
             due = []
