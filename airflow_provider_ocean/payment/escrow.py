@@ -11,7 +11,8 @@ the job may cost (``amount``, base units of ``token``) and how long the node wil
 
 :class:`EscrowPayer` plans all of that from on-chain reads, refuses before sending anything when the
 amount exceeds the user's ``max_fee`` or the wallet lacks tokens or gas, then sends only what is missing and
-checks every receipt and event.
+checks every receipt and event. It works with both Escrow interfaces in use (npm @oceanprotocol/contracts 2.x,
+PyPI ocean-contracts 3.1.0): see :mod:`airflow_provider_ocean.chain.escrow_abi`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from eth_utils import to_checksum_address
 from airflow_provider_ocean.chain import abi
 from airflow_provider_ocean.chain.escrow_abi import (
     AUTH_EVENT,
-    AUTH_EVENT_V2,
+    AUTH_EVENT_3X,
     AUTH_TYPE,
     DEPOSIT_EVENT,
     ESCROW_AUTHORIZE,
@@ -36,7 +37,7 @@ from airflow_provider_ocean.chain.escrow_abi import (
     ESCROW_GET_USER_FUNDS,
     ESCROW_WITHDRAW,
     FUNDS_TYPE,
-    LOCK_TYPE,
+    decode_locks,
 )
 from airflow_provider_ocean.chain.tx import call_function
 from airflow_provider_ocean.exceptions import (
@@ -105,14 +106,15 @@ class EscrowAuthorization:
 
 @dataclass(frozen=True)
 class EscrowLock:
-    """An active lock (ocean-contracts 3.1.0 layout).
+    """An active lock (either Escrow interface: :mod:`airflow_provider_ocean.chain.escrow_abi`).
 
     :param job_id: the lock's job id (uint256 of the node's sha256 of its job id).
     :param payer: the payer.
     :param amount: locked amount.
     :param expiry: unix time the lock expires.
     :param token: the token.
-    :param start_time: unix time the lock was created.
+    :param start_time: unix time the lock was created (``None``: the @oceanprotocol/contracts 2.x Escrow
+        does not record it).
     """
 
     job_id: int
@@ -120,7 +122,7 @@ class EscrowLock:
     amount: int
     expiry: int
     token: str
-    start_time: int
+    start_time: int | None
 
 
 @dataclass
@@ -227,7 +229,12 @@ class EscrowPayer:
         :param payer: the payer filter.
         :param token: the token filter.
         """
-        (entries,) = self._call(self.escrow, ESCROW_GET_LOCKS, (token, payer, payee), [LOCK_TYPE])
+        with chain_errors(f"eth_call {ESCROW_GET_LOCKS}", plain=True):
+            data = self.rpc.call(self.escrow, abi.encode_call(ESCROW_GET_LOCKS, token, payer, payee))
+        try:
+            entries = decode_locks(data)
+        except ValueError as exc:
+            raise OceanPaymentError(f"{self.escrow} is no Escrow this client knows: {exc}") from exc
         return [
             EscrowLock(
                 int(e[0]),
@@ -235,7 +242,7 @@ class EscrowPayer:
                 int(e[2]),
                 int(e[3]),
                 to_checksum_address(e[4]),
-                int(e[5]),
+                None if e[5] is None else int(e[5]),
             )
             for e in entries
         ]
@@ -414,7 +421,7 @@ class EscrowPayer:
                     what="Escrow.authorize",
                 )
             events = abi.decode_events(AUTH_EVENT, receipt, emitter=self.escrow) or abi.decode_events(
-                AUTH_EVENT_V2, receipt, emitter=self.escrow
+                AUTH_EVENT_3X, receipt, emitter=self.escrow
             )
             if not any(e["payee"] == plan.payee and e["maxLockedAmount"] == max_locked for e in events):
                 raise OceanPaymentError(

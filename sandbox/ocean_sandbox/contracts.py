@@ -1,4 +1,11 @@
-"""Deploy the real Ocean v4 contracts from the ``ocean-contracts`` PyPI artifacts onto the sandbox chain."""
+"""Deploy the real Ocean v4 contracts onto the sandbox chain.
+
+Everything comes from the ``ocean-contracts`` PyPI artifacts except the Escrow, which comes from the npm
+``@oceanprotocol/contracts`` (:data:`ESCROW_PACKAGE`, installed into the sandbox cache like ganache): that is
+the package every released Ocean Node takes its Escrow ABI from, so the sandbox's node personality and a
+real node can lock, claim and cancel on it with the same calls. The PyPI 3.1.0 Escrow takes two more
+arguments in its claims (``jobType``, ``subsidyProviders``): see ``airflow_provider_ocean.chain.escrow_abi``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from eth_abi import encode
 
 from airflow_provider_ocean.chain.abi import encode_call
 from airflow_provider_ocean.chain.tx import call_function, contract_address_of
+from ocean_sandbox import npm
 
 if TYPE_CHECKING:
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
@@ -24,15 +32,30 @@ DEAD = "0x000000000000000000000000000000000000dEaD"
 DEPLOY_GAS = 8_000_000
 CALL_GAS = 3_000_000
 OCEAN_SUPPLY = 1_000_000 * 10**18
+#: The Escrow the sandbox deploys: npm ``@oceanprotocol/contracts`` (pinned), at the path the node imports.
+ESCROW_PACKAGE = npm.NpmPackage("@oceanprotocol/contracts", "2.6.0")
+ESCROW_ARTIFACT = "node_modules/@oceanprotocol/contracts/artifacts/contracts/escrow/Escrow.sol/Escrow.json"
 
 
 @cache
 def artifact(name: str) -> dict[str, Any]:
     """Load one Hardhat artifact (abi + bytecode) shipped by the ``ocean-contracts`` wheel."""
-    text = (resources.files("artifacts") / f"{name}.json").read_text()
-    data = json.loads(text)
+    return _deployable(json.loads((resources.files("artifacts") / f"{name}.json").read_text()), name)
+
+
+@cache
+def escrow_artifact() -> dict[str, Any]:
+    """The Escrow artifact of :data:`ESCROW_PACKAGE` (installed with npm on first use)."""
+    path = npm.ensure_installed(ESCROW_PACKAGE, ESCROW_ARTIFACT)
+    return _deployable(json.loads(path.read_text()), "Escrow")
+
+
+def _deployable(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """``data`` if it is the artifact of a deployable contract ``name`` that links no library."""
     if data.get("contractName") != name or not data.get("bytecode", "0x")[2:]:
-        raise RuntimeError(f"artifact {name} from ocean-contracts is not a deployable contract")
+        raise RuntimeError(f"artifact {name} is not a deployable contract")
+    if data.get("linkReferences"):
+        raise RuntimeError(f"artifact {name} needs libraries linked: {sorted(data['linkReferences'])}")
     return data
 
 
@@ -44,8 +67,17 @@ def _canonical(param: dict[str, Any]) -> str:
 
 
 def deploy(sender: TransactionSender, name: str, *args: Any) -> str:
-    """Deploy artifact ``name`` with constructor ``args``; return its address."""
-    data = artifact(name)
+    """Deploy PyPI artifact ``name`` with constructor ``args``; return its address."""
+    return _deploy(sender, artifact(name), *args)
+
+
+def deploy_escrow(sender: TransactionSender, router: str) -> str:
+    """Deploy the npm Escrow (:data:`ESCROW_PACKAGE`) as barge does: ``Escrow(router, 0x0)``."""
+    return _deploy(sender, escrow_artifact(), router, ZERO)
+
+
+def _deploy(sender: TransactionSender, data: dict[str, Any], *args: Any) -> str:
+    name = data["contractName"]
     constructor = next((e for e in data["abi"] if e["type"] == "constructor"), {"inputs": []})
     types = [_canonical(p) for p in constructor["inputs"]]
     if len(types) != len(args):
@@ -58,12 +90,13 @@ def deploy(sender: TransactionSender, name: str, *args: Any) -> str:
 
 
 def deploy_all(sender: TransactionSender, funded: list[str]) -> dict[str, Any]:
-    """Deploy the v4 set needed for C2D (plus Escrow for Ocean Node) in barge's order.
+    """Deploy the v4 set needed for C2D (plus the npm Escrow for Ocean Node) in barge's order.
 
     :param sender: the deployer (owner) account.
     :param funded: accounts that receive 100 000 OCEAN each, as barge does.
     :return: an address map shaped like barge's ``development`` entry.
     """
+    escrow_artifact()  # installs the npm package: fail before the first transaction, not half-way
     owner = sender.address
     ocean = deploy(sender, "OceanToken", owner)
     sender.transact(
@@ -93,7 +126,7 @@ def deploy_all(sender: TransactionSender, funded: list[str]) -> dict[str, Any]:
     ]
     for to, signature, arg in calls:
         sender.transact(to, encode_call(signature, arg), gas=CALL_GAS, what=signature)
-    escrow = deploy(sender, "Escrow", router, ZERO)
+    escrow = deploy_escrow(sender, router)
     addresses = {
         "chainId": sender.chain_id,
         "Ocean": ocean,

@@ -3,62 +3,34 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import requests
 
+from ocean_sandbox import npm
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 GANACHE_VERSION = "7.9.2"
+GANACHE = npm.NpmPackage("ganache", GANACHE_VERSION)
 CHAIN_ID = 8996
 MNEMONIC = "taxi music thumb unique chat sand crew more leg another off lamp"
 ACCOUNTS = 10
 
 
 class GanacheError(RuntimeError):
-    """ganache could not be installed or started."""
-
-
-def cache_dir() -> Path:
-    """Where npm packages are installed once per machine (``$OCEAN_SANDBOX_CACHE`` overrides)."""
-    base = os.environ.get("OCEAN_SANDBOX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airflow_provider_ocean"
-    )
-    return Path(base)
-
-
-def ganache_bin() -> Path:
-    return cache_dir() / f"ganache-{GANACHE_VERSION}" / "node_modules" / ".bin" / "ganache"
+    """ganache could not be started (installing it raises :class:`ocean_sandbox.npm.NpmError`)."""
 
 
 def ensure_installed() -> Path:
     """Install ganache into the cache with npm if it is not there yet and return its executable."""
-    binary = ganache_bin()
-    if binary.exists():
-        return binary
-    npm = shutil.which("npm")
-    if npm is None:
-        raise GanacheError("npm is not on PATH: install Node.js and npm to run the sandbox chain")
-    prefix = binary.parents[2]
-    prefix.mkdir(parents=True, exist_ok=True)
-    log.info("Installing ganache %s with npm into %s", GANACHE_VERSION, prefix)
-    result = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), f"ganache@{GANACHE_VERSION}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0 or not binary.exists():
-        raise GanacheError(f"npm install ganache@{GANACHE_VERSION} failed:\n{result.stderr[-2000:]}")
-    return binary
+    return npm.ensure_installed(GANACHE, "node_modules/.bin/ganache")
 
 
 def rpc_alive(url: str, timeout: float = 1.0) -> bool:

@@ -24,7 +24,9 @@ sample assets and job runtime). What it answers like (§ = sections of docs/refe
   any validation error), stop with query parameters, results with explicit indexes (``outputs.tar`` a real tar
   with entries under ``outputs/``), ``computeStreamableLogs``, ``DELETE`` → 404 ``Not yet implemented!``;
 - a per-IP limit (``Rate limit exceeded. Try again in N seconds.``, 429) and the payment cron that claims
-  locks (``claimLockAndWithdraw``) and moves 71 (and 41/42/61/62) to 70 (§3, §5).
+  locks (``claimLocksAndWithdraw``, per job ``claimLockAndWithdraw``), releases expired ones
+  (``cancelExpiredLocks``) and moves 71 (and 41/42/61/62) to 70 (§3, §5), with a real node's calls on the
+  npm @oceanprotocol/contracts Escrow the sandbox deploys.
 
 Sandbox-only routes: ``/sandbox/files/<name>`` (sample files), ``/api/aquarius/assets/ddo/<did>`` (DDOs) and
 ``/sandbox/admin/node`` (read or change the rate limit and the cron interval at run time).
@@ -386,6 +388,7 @@ class NodeApp:
         self._cron: threading.Thread | None = None
         self._decimals: dict[str, int] = {}
         self._chain_lock = threading.Lock()
+        self._settle_lock = threading.Lock()
 
     # -- environment helpers ---------------------------------------------------------------------------
     def environment(self, env_id: Any) -> dict[str, Any] | None:
@@ -1252,68 +1255,149 @@ class NodeApp:
                 log.exception("payment cron failed")
 
     def settle(self) -> None:
-        """One cron pass: claim (or release) the locks of ended jobs and move them to 70."""
-        for job in self.store.jobs("settled = 0"):
-            facts = self.engine.run_facts(job["engine_job_id"])
-            status = int(facts.get("status") or 0)
-            if not facts.get("date_finished") or status not in SETTLE_STATUSES:
-                continue
-            payment = json.loads(job["payment"]) if job["payment"] else None
-            if payment and payment.get("lockTx") and not payment.get("claimTx"):
-                try:
-                    payment.update(self._claim(job, facts, status, payment))
-                except Exception:
-                    log.exception(
-                        "claiming the lock of job %s failed; retrying at the next run", job["job_id"]
-                    )
-                    continue
-                self.store.update_job(job["job_id"], payment=json.dumps(payment))
-            self.engine.set_status(job["engine_job_id"], 70)
-            self.store.update_job(job["job_id"], settled=1)
-            log.info("payment cron: job %s %s -> 70", job["job_id"], status)
+        """One cron pass, as the node's ``claimPayments``: settle the locks of ended jobs, move them to 70.
 
-    def _claim(
-        self, job: dict[str, Any], facts: dict[str, Any], status: int, payment: dict[str, Any]
-    ) -> dict[str, Any]:
+        The node's locks are read once (``getLocks(0x0, 0x0, node)``). A job whose lock has not expired pays
+        for the time its algorithm ran, capped at ``maxJobDuration`` and raised to the environment's
+        ``minJobDuration``; all such claims go in one ``claimLocksAndWithdraw`` (one
+        ``claimLockAndWithdraw`` per job when the batch fails). Jobs with an expired lock or nothing to pay,
+        and expired locks of no known job (``cleanUpUnknownLocks``), are released by one
+        ``cancelExpiredLocks`` (one ``cancelExpiredLock`` each when that fails); the contract releases only
+        expired locks, so an unexpired one stays until it expires, as on a real node. A paid job without a
+        lock gets ``nolock``. A job whose transaction failed keeps its status for the next pass. The calls
+        are those of ``NODE_ESCROW_CALLS`` (``airflow_provider_ocean.chain.escrow_abi``). Unlike a real node,
+        a pass with no paid job to settle reads no locks (so cancels no lock of an unknown job).
+        """
+        with self._settle_lock:
+            due = []
+            for job in self.store.jobs("settled = 0"):
+                facts = self.engine.run_facts(job["engine_job_id"])
+                status = int(facts.get("status") or 0)
+                if facts.get("date_finished") and status in SETTLE_STATUSES:
+                    due.append((job, facts, json.loads(job["payment"]) if job["payment"] else None))
+            paid = any(payment for _job, _facts, payment in due)  # else no lock to read (free jobs)
+            locks = {lock[0]: lock for lock in self._node_locks()} if paid else {}
+            now = time.time()
+            claims: list[tuple[dict[str, Any], dict[str, Any], int]] = []
+            cancels: list[tuple[dict[str, Any] | None, tuple[Any, ...]]] = []
+            for job, facts, payment in due:
+                lock = locks.get(int(job["job_id_hash"], 16)) if payment else None
+                if payment is None:
+                    self._finish(job, None)
+                elif lock is None:
+                    self._finish(job, {**payment, "claimTx": "nolock", "cancelTx": "nolock"})
+                elif now > lock[3]:
+                    cancels.append((job, lock))
+                else:
+                    cost = self._claim_amount(job, facts, payment)
+                    if cost > 0:
+                        claims.append((job, payment, cost))
+                    else:
+                        cancels.append((job, lock))
+            known = {int(job["job_id_hash"], 16) for job in self.store.jobs()}
+            cancels += [(None, lock) for lock in locks.values() if lock[0] not in known and now > lock[3]]
+            self._claim(claims)
+            self._cancel(cancels)
+
+    def _finish(self, job: dict[str, Any], payment: dict[str, Any] | None) -> None:
+        if payment is not None:
+            self.store.update_job(job["job_id"], payment=json.dumps(payment))
+        self.engine.set_status(job["engine_job_id"], 70)
+        self.store.update_job(job["job_id"], settled=1)
+        log.info("payment cron: job %s -> 70", job["job_id"])
+
+    def _node_locks(self) -> list[tuple[Any, ...]]:
+        """``getLocks(0x0, 0x0, node)``: ``(jobId, payer, amount, expiry, token, startTime)`` per lock."""
         from airflow_provider_ocean.chain import abi
-        from airflow_provider_ocean.chain.escrow_abi import ESCROW_CLAIM_LOCK_AND_WITHDRAW
+        from airflow_provider_ocean.chain.escrow_abi import ESCROW_GET_LOCKS, decode_locks
 
+        zero = "0x" + "00" * 20
+        call = abi.encode_call(ESCROW_GET_LOCKS, zero, zero, self.config.node_address)
+        return decode_locks(self.rpc.call(self.config.escrow, call))
+
+    def _claim_amount(self, job: dict[str, Any], facts: dict[str, Any], payment: dict[str, Any]) -> int:
         env = self.environment(job["environment"]) or {"minJobDuration": 0}
-        token = str(payment["token"])
-        cost = 0
-        # as the node's claimPayments: every settled job (71 and the failures 41/42/61/62) pays for the
-        # time its algorithm ran, capped at maxJobDuration and raised to minJobDuration; nothing when it
-        # never ran
         start, stop = facts.get("algo_start"), facts.get("algo_stop")
-        ran = (stop - start) if start and stop else 0.0
-        if ran > 0:
-            prices = self._prices(env, payment["chainId"], token) or {}
-            billed = min(ran, float(job["max_job_duration"]))
-            cost = min(
-                self._cost_wei(env, prices, json.loads(job["resources"]), billed, token),
-                int(payment["amount"]),
-            )
-        proof = json.dumps(self.status_object(job), separators=(",", ":")).encode()
+        billed = min(abs(stop - start) if start and stop else 0.0, float(job["max_job_duration"]))
+        billed = max(billed, float(env.get("minJobDuration") or 0))
+        if billed <= 0:
+            return 0
+        token = str(payment["token"])
+        prices = self._prices(env, payment["chainId"], token) or {}
+        cost = self._cost_wei(env, prices, json.loads(job["resources"]), billed, token)
+        return min(cost, int(payment["amount"]))  # the lock's amount: a claim above it reverts
+
+    def _escrow_tx(self, signature: str, *args: Any) -> str:
+        from airflow_provider_ocean.chain import abi
+
+        what = "Escrow." + signature[: signature.index("(")]
         with self._chain_lock:
-            receipt = self.sender.transact(
-                self.config.escrow,
-                abi.encode_call(
-                    ESCROW_CLAIM_LOCK_AND_WITHDRAW,
-                    int(job["job_id_hash"], 16),
-                    token,
-                    job["owner"],
-                    cost,
-                    proof,
-                    0,
-                    [],
-                ),
-                what="Escrow.claimLockAndWithdraw",
+            receipt = self.sender.transact(self.config.escrow, abi.encode_call(signature, *args), what=what)
+        return str(receipt["transactionHash"])
+
+    def _claim(self, claims: list[tuple[dict[str, Any], dict[str, Any], int]]) -> None:
+        """``claimLocksAndWithdraw`` over all claims; ``claimLockAndWithdraw`` per job if that fails."""
+        from airflow_provider_ocean.chain.escrow_abi import (
+            ESCROW_CLAIM_LOCK_AND_WITHDRAW,
+            ESCROW_CLAIM_LOCKS_AND_WITHDRAW,
+        )
+
+        if not claims:
+            return
+        rows = [
+            (
+                int(job["job_id_hash"], 16),
+                str(payment["token"]),
+                job["owner"],
+                cost,
+                json.dumps(self.status_object(job), separators=(",", ":")).encode(),
             )
-        decimals = self._token_decimals(token)
-        return {
-            "claimTx": receipt["transactionHash"],
-            "cost": float(Decimal(cost) / (Decimal(10) ** decimals)),
-        }
+            for job, payment, cost in claims
+        ]
+        try:
+            batch: str | None = self._escrow_tx(
+                ESCROW_CLAIM_LOCKS_AND_WITHDRAW, *map(list, zip(*rows, strict=True))
+            )
+        except Exception:
+            log.exception("batch claim of %d locks failed; claiming one by one", len(rows))
+            batch = None
+        for (job, payment, cost), row in zip(claims, rows, strict=True):
+            try:
+                tx = batch or self._escrow_tx(ESCROW_CLAIM_LOCK_AND_WITHDRAW, *row)
+            except Exception:
+                log.exception("claiming the lock of job %s failed; retrying at the next run", job["job_id"])
+                continue
+            decimals = self._token_decimals(str(payment["token"]))
+            self._finish(
+                job, {**payment, "claimTx": tx, "cost": float(Decimal(cost) / (Decimal(10) ** decimals))}
+            )
+
+    def _cancel(self, cancels: list[tuple[dict[str, Any] | None, tuple[Any, ...]]]) -> None:
+        """``cancelExpiredLocks`` over all; ``cancelExpiredLock`` per lock if that fails (payee: the node)."""
+        from airflow_provider_ocean.chain.escrow_abi import (
+            ESCROW_CANCEL_EXPIRED_LOCK,
+            ESCROW_CANCEL_EXPIRED_LOCKS,
+        )
+
+        if not cancels:
+            return
+        node = self.config.node_address
+        rows = [(lock[0], lock[4], lock[1], node) for _job, lock in cancels]
+        try:
+            batch: str | None = self._escrow_tx(
+                ESCROW_CANCEL_EXPIRED_LOCKS, *map(list, zip(*rows, strict=True))
+            )
+        except Exception:
+            log.exception("batch cancel of %d locks failed; cancelling one by one", len(rows))
+            batch = None
+        for (job, _lock), row in zip(cancels, rows, strict=True):
+            try:
+                tx = batch or self._escrow_tx(ESCROW_CANCEL_EXPIRED_LOCK, *row)
+            except Exception:
+                log.exception("cancelling lock %#x failed; retrying at the next run", row[0])
+                continue
+            if job is not None:
+                self._finish(job, {**json.loads(job["payment"]), "cancelTx": tx})
 
 
 def _num(value: float) -> int | float:

@@ -270,7 +270,16 @@ class Sandbox:
                 ddo_dir=self.state_dir / "ddos",
                 holders=holders,
             )
+            state["escrow_source"] = contracts.ESCROW_PACKAGE.spec
             log.info("Deployed contracts and published samples in %.1f s", time.monotonic() - started)
+        escrow_replaced = state.get("escrow_source") != contracts.ESCROW_PACKAGE.spec
+        if escrow_replaced:
+            # a chain deployed with another Escrow (before the sandbox took it from npm): the node
+            # personality makes a real node's calls, which only the npm Escrow answers; deposits made in
+            # the former Escrow stay there
+            deployer = TransactionSender(rpc, accounts.account(accounts.DEPLOYER).key)
+            state["addresses"]["Escrow"] = contracts.deploy_escrow(deployer, state["addresses"]["Router"])
+            state["escrow_source"] = contracts.ESCROW_PACKAGE.spec
         state["environments_served"] = environments(
             engine.address, state["addresses"]["Ocean"], self.max_job_duration
         )
@@ -289,8 +298,8 @@ class Sandbox:
                 "claim_timeout": node.get("claim_timeout", 3600),
             }
         save_state(self.state_dir, state)
-        if state["api"] != previous_api and pid_alive(state.get("server_pid")):
-            stop_pid(state.get("server_pid"))  # switching personality: restart the server
+        if (state["api"] != previous_api or escrow_replaced) and pid_alive(state.get("server_pid")):
+            stop_pid(state.get("server_pid"))  # switching personality or Escrow: restart the server
         if not (pid_alive(state.get("server_pid")) and _server_alive(provider_url)):
             if _server_alive(provider_url):
                 raise RuntimeError(f"port {provider_port} is already in use; choose another --port")

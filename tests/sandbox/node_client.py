@@ -16,7 +16,7 @@ import requests
 from eth_abi import decode, encode
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 
 from tests.sandbox.ocean_client import Chain, Wallet, ok
 
@@ -31,6 +31,12 @@ GET_LOCKS = keccak(text="getLocks(address,address,address)")[:4]
 APPROVE = bytes.fromhex("095ea7b3")
 LOCK_TOPIC = "0x" + keccak(text="Lock(address,address,uint256,uint256,uint256,address)").hex()
 CLAIMED_TOPIC = "0x" + keccak(text="Claimed(address,uint256,address,address,uint256,bytes)").hex()
+TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
+# what a released node's payment cron sends first (§7): one batch claim of its ended jobs
+CLAIM_LOCKS_AND_WITHDRAW = keccak(
+    text="claimLocksAndWithdraw(uint256[],address[],address[],uint256[],bytes[])"
+)[:4]
+GET_OPC_FEE = keccak(text="getOPCFee(address)")[:4]
 
 _lock = threading.Lock()
 _last = 0
@@ -194,12 +200,48 @@ def escrow_auths(chain: Chain, escrow: str, token: str, payer: str, payee: str) 
 
 
 def escrow_locks(chain: Chain, escrow: str, token: str, payer: str, payee: str) -> list[tuple]:
-    """ocean-contracts 3.1.0 lock struct: (jobId, payer, amount, expiry, token, startTime)."""
+    """The sandbox's Escrow (npm @oceanprotocol/contracts 2.6.0): (jobId, payer, amount, expiry, token)."""
     (locks,) = decode(
-        ["(uint256,address,uint256,uint256,address,uint256)[]"],
+        ["(uint256,address,uint256,uint256,address)[]"],
         chain.call(escrow, GET_LOCKS + encode(["address", "address", "address"], [token, payer, payee])),
     )
     return list(locks)
+
+
+def claimed_events(receipt: dict[str, Any]) -> list[dict[str, Any]]:
+    """``Claimed(payee indexed, jobId, token, payer indexed, amount, proof)`` logs of a receipt."""
+    out = []
+    for log in receipt["logs"]:
+        if log["topics"][0] != CLAIMED_TOPIC:
+            continue
+        job_id, token, amount, proof = decode(
+            ["uint256", "address", "uint256", "bytes"], bytes.fromhex(log["data"][2:])
+        )
+        payee, payer = (to_checksum_address("0x" + topic[-40:]) for topic in log["topics"][1:3])
+        out.append(
+            {"payee": payee, "jobId": job_id, "token": to_checksum_address(token), "payer": payer}
+            | {"amount": amount, "proof": proof, "escrow": to_checksum_address(log["address"])}
+        )
+    return out
+
+
+def transfers(receipt: dict[str, Any], token: str) -> list[tuple[str, str, int]]:
+    """ERC20 ``Transfer(from, to, value)`` logs of ``token`` in a receipt."""
+    return [
+        (
+            to_checksum_address("0x" + log["topics"][1][-40:]),
+            to_checksum_address("0x" + log["topics"][2][-40:]),
+            int(log["data"], 16),
+        )
+        for log in receipt["logs"]
+        if log["topics"][0] == TRANSFER_TOPIC and log["address"].lower() == token.lower()
+    ]
+
+
+def opc_fee(chain: Chain, router: str, token: str) -> int:
+    """The router's OPC fee rate for ``token`` (1e18 = 100 %), taken by the Escrow at claim time (§7)."""
+    (rate,) = decode(["uint256"], chain.call(router, GET_OPC_FEE + encode(["address"], [token])))
+    return rate
 
 
 def lock_job_id(bare_job_id: str) -> int:

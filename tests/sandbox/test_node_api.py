@@ -297,18 +297,49 @@ def test_paid_job_with_escrow(world: World) -> None:
         amount - expected_cost,
         expected_cost,
     )
+    node_balance = oc.balance_of(world.chain, world.ocean, world.node_address)
 
     entry, _ = world.node.wait(job["jobId"], done=lambda e: e["status"] == 70)
     assert entry["terminationDetails"]["exitCode"] == 0
     claim_tx = entry["payment"]["claimTx"]
     assert claim_tx
     assert entry["payment"]["cost"] == pytest.approx(3.2)
+    # claimed as a released node claims (§7): claimLocksAndWithdraw(jobIds, tokens, payers, amounts,
+    # proofs) from the node's key, five arguments, the job's status JSON as the proof
+    sent = world.chain.rpc("eth_getTransactionByHash", [claim_tx])
+    assert to_checksum_address(sent["from"]) == world.node_address
+    assert to_checksum_address(sent["to"]) == world.escrow
+    data = bytes.fromhex(sent["input"][2:])
+    assert data[:4] == nc.CLAIM_LOCKS_AND_WITHDRAW
+    ids, tokens, payers, amounts, proofs = decode(
+        ["uint256[]", "address[]", "address[]", "uint256[]", "bytes[]"], data[4:]
+    )
+    mine = ids.index(lock_id)
+    assert to_checksum_address(tokens[mine]) == world.ocean
+    assert to_checksum_address(payers[mine]) == user.address
+    assert amounts[mine] == expected_cost
+    assert json.loads(proofs[mine])["jobId"] == bare
     claim = world.chain.receipt(claim_tx)
-    assert any(log["topics"][0] == nc.CLAIMED_TOPIC for log in claim["logs"])
+    assert int(claim["status"], 16) == 1
+    claimed = nc.claimed_events(claim)
+    (event,) = [e for e in claimed if e["jobId"] == lock_id]
+    assert (event["escrow"], event["payee"], event["payer"]) == (
+        world.escrow,
+        world.node_address,
+        user.address,
+    )
+    assert (event["token"], event["amount"]) == (world.ocean, expected_cost)
+    # the payer's lock is spent: what was not claimed is available again, nothing stays locked
     assert nc.escrow_funds(world.chain, world.escrow, user.address, world.ocean) == (
         amount - expected_cost,
         0,
     )
+    # the node (payee) is paid the claims minus the router's OPC fee, withdrawn in the same transaction
+    rate = nc.opc_fee(world.chain, world.info["addresses"]["Router"], world.ocean)
+    payout = sum(e["amount"] - e["amount"] * rate // ONE for e in claimed if e["payee"] == world.node_address)
+    assert (world.escrow, world.node_address, payout) in nc.transfers(claim, world.ocean)
+    paid = expected_cost - expected_cost * rate // ONE
+    assert oc.balance_of(world.chain, world.ocean, world.node_address) >= node_balance + paid > node_balance
     (auth,) = nc.escrow_auths(world.chain, world.escrow, world.ocean, user.address, world.node_address)
     assert (auth[2], auth[5]) == (0, 0)  # currentLockedAmount, currentLocks released
     # status by agreement id (the lock tx)
