@@ -456,17 +456,13 @@ class WireClient:
         :param job_id: the job id (Ocean Node: the full id).
         :param index: the result's index (Provider v4: its position in ``results``; Ocean Node: its
             ``index``, to look up by ``type``).
-        :param destination: a writable binary file object, a file path, or an existing directory (the
-            file name then comes from ``Content-Disposition``, else ``filename``). Paths are written
-            atomically.
+        :param destination: a writable binary file object, a file path (written atomically), or an
+            existing directory (the name from ``Content-Disposition``, else ``filename``).
         :param chunk_size: bytes per read.
-        :param filename: the listed file name, for a directory when the answer names none (the node
-            sends no ``Content-Disposition``).
-        :param expected_size: the result's listed size; by default the size the last status answer of
-            this client listed. A body of another length raises
-            :class:`~airflow_provider_ocean.exceptions.OceanResultSizeError` and leaves no file.
-        :param result_type: the result's listed ``type``; by default the type the last status answer of
-            this client listed (else a ``.log`` ``filename`` counts as a log).
+        :param filename: the listed file name (the node sends no ``Content-Disposition``).
+        :param expected_size: the listed size (default: as this client's last status answer listed it);
+            another body length raises :class:`~airflow_provider_ocean.exceptions.OceanResultSizeError`.
+        :param result_type: the listed ``type`` (default: as last listed; else a ``.log`` name is a log).
         :param raw_logs: write a log result as served, with Docker's log frames if the node sent them
             (default: frames are taken off; :mod:`airflow_provider_ocean.wire.log_frames`).
         """
