@@ -30,6 +30,7 @@ that dropped ``metadata`` could not be matched: lookups would then find nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -47,6 +48,7 @@ from airflow_provider_ocean.exceptions import (
     OceanValidationError,
 )
 from airflow_provider_ocean.models import ComputeEnvironment, JobStatus
+from airflow_provider_ocean.payment.escrow import EscrowPayer
 from airflow_provider_ocean.records import NodeTerms, Orderable, PaidOrder, Payment, StartAttempt
 from airflow_provider_ocean.wire.node_inputs import (
     free_entry,
@@ -286,8 +288,6 @@ class OceanNodeBackend:
             quoted.get("payee"),
         )
         # Every check before the first transaction: escrow plan (fee cap, balances, gas), then orders.
-        from airflow_provider_ocean.payment.escrow import EscrowPayer
-
         escrow = EscrowPayer(self.ctx.rpc, str(quoted.get("escrowAddress") or ""), self.ctx.sender)
         plan = escrow.plan(
             payer=self.ctx.consumer_address,
@@ -318,8 +318,16 @@ class OceanNodeBackend:
             paid = payer.pay(
                 make_requests(orderables, quotes), consumer=env.consumer_address, max_fee=order_cap
             )
-        if plan.needs_transactions:
-            escrow.execute(plan)
+        if plan.needs_transactions:  # planned again in the wallet's turn: other tasks may have locked funds
+            payee = str(quoted.get("payee") or env.consumer_address)
+            with escrow.turn(self.ctx.wallet_locks, chain_id, self.ctx.consumer_address, token):
+                plan = escrow.secure(
+                    payer=self.ctx.consumer_address,
+                    token=token,
+                    payee=payee,
+                    amount=amount,
+                    min_lock_seconds=int(quoted.get("minLockSeconds") or 0),
+                )
         terms.token = token
         terms.amount = str(amount)
         terms.min_lock_seconds = int(quoted.get("minLockSeconds") or 0)
@@ -394,22 +402,33 @@ class OceanNodeBackend:
             "max_job_duration": max_job_duration,
             "metadata": {START_TAG_KEY: attempt.start_id},
         }
-        try:
-            if terms.free:
-                raw = self.client.start_free_compute(self.ctx.signer, **common)
-            else:
-                raw = self.client.start_compute(
-                    self.ctx.signer,
-                    payment={
-                        "chainId": paid.chain_id or self.chain_id,
-                        "token": terms.token,
-                    },
-                    **common,
+        chain_id = paid.chain_id or (None if terms.free else self.chain_id)
+        with contextlib.ExitStack() as turn:
+            if not terms.free and (terms.escrow or {}).get("escrow") and chain_id is not None:
+                # the wallet's turn: escrow topped up if other tasks locked funds, start, lock mined
+                escrow = EscrowPayer(self.ctx.rpc, str((terms.escrow or {})["escrow"]), self.ctx.sender)
+                turn.enter_context(
+                    escrow.turn(self.ctx.wallet_locks, chain_id, self.ctx.consumer_address, str(terms.token))
                 )
-        except (OceanProviderError, OceanConnectionError) as exc:
-            if not outcome_unknown(exc):
-                raise
-            return resolve_unknown_start(exc, attempt, self, self.ctx.log)
+                escrow.secure(
+                    payer=self.ctx.consumer_address,
+                    token=str(terms.token),
+                    payee=str((terms.escrow or {}).get("payee") or ""),
+                    amount=int(terms.amount or 0),
+                    min_lock_seconds=int(terms.min_lock_seconds or 0),
+                )
+            try:
+                if terms.free:
+                    raw = self.client.start_free_compute(self.ctx.signer, **common)
+                else:
+                    raw = self.client.start_compute(
+                        self.ctx.signer, payment={"chainId": chain_id, "token": terms.token}, **common
+                    )
+                    self._await_lock((raw.get("payment") or {}).get("lockTx"))
+            except (OceanProviderError, OceanConnectionError) as exc:
+                if not outcome_unknown(exc):
+                    raise
+                return resolve_unknown_start(exc, attempt, self, self.ctx.log)
         from airflow_provider_ocean.wire.node_payloads import job_status_from_node
 
         job = job_status_from_node(raw, job_id=raw["jobId"])
@@ -422,6 +441,14 @@ class OceanNodeBackend:
             job.status_text,
         )
         return job
+
+    def _await_lock(self, lock_tx: str | None) -> None:
+        """Wait for the node's ``createLock`` to be mined, so the wallet's next turn plans with it."""
+        if lock_tx and str(lock_tx).startswith("0x"):
+            try:
+                self.ctx.rpc.wait_for_receipt(str(lock_tx), timeout=self.ctx.sender.receipt_timeout)
+            except Exception as exc:  # the job is started: a slow lock only makes the next plan stale
+                self.ctx.log.warning("The node's lock %s is not mined yet (%s)", lock_tx, exc)
 
     # -- exactly once: the recovery's matcher (backends/recovery.py) ----------------------------------
     def find(self, attempt: StartAttempt) -> JobStatus | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +47,15 @@ from airflow_provider_ocean.exceptions import (
     OceanPaymentError,
     OceanValidationError,
 )
+from airflow_provider_ocean.locks import lock_name
 from airflow_provider_ocean.payment.errors import chain_errors
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_provider_ocean.chain.rpc import JsonRpcClient
     from airflow_provider_ocean.chain.tx import TransactionSender
+    from airflow_provider_ocean.locks import WalletLocks
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +375,40 @@ class EscrowPayer:
             )
 
     # -- sending -------------------------------------------------------------------------------------
+    @contextmanager
+    def turn(self, locks: WalletLocks, chain_id: int, payer: str, token: str) -> Iterator[None]:
+        """Hold the payer's Escrow lock (across processes, and hosts with a cluster lock) while its funds
+        and authorization are planned, topped up and locked by a start: the node refuses a start whose
+        lock would exceed the authorized count or amount, so two starts of one wallet take turns.
+
+        :param locks: the connection's wallet locks.
+        :param chain_id: the chain.
+        :param payer: the payer.
+        :param token: the fee token.
+        """
+        name = lock_name("escrow", str(chain_id), self.escrow.lower(), payer.lower(), token.lower())
+        with locks.hold(name):
+            yield
+
+    def secure(self, *, payer: str, token: str, payee: str, amount: int, min_lock_seconds: int) -> EscrowPlan:
+        """Plan against the Escrow as it is now and send what is missing (call it inside :meth:`turn`:
+        other tasks of the wallet may have locked funds since the job was quoted and paid for).
+
+        :param payer: the payer.
+        :param token: the fee token.
+        :param payee: the node's address.
+        :param amount: the job's quoted cost (already checked against the fee cap).
+        :param min_lock_seconds: the quote's ``minLockSeconds``.
+        :raises OceanInsufficientFundsError: the wallet cannot top the Escrow up.
+        """
+        plan = self.plan(
+            payer=payer, token=token, payee=payee, amount=amount, min_lock_seconds=min_lock_seconds
+        )
+        if plan.needs_transactions:
+            self.check_affordable(plan, payer)
+            self.execute(plan)
+        return plan
+
     def execute(self, plan: EscrowPlan) -> EscrowPlan:
         """Send what ``plan`` needs (approve → deposit → authorize), waiting for and checking each receipt.
 

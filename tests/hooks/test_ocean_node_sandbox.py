@@ -237,3 +237,62 @@ def test_paid_job_with_an_unreachable_rpc_is_a_connection_error_before_anything_
             max_fee=10 * ONE,
             max_job_duration=60,
         )
+
+
+def test_parallel_paid_starts_from_one_new_wallet_all_start(
+    node_sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three tasks of one new wallet pay and start at once: each plans the escrow against what the others
+    locked (the node refuses a start over the authorized lock count or amount, or beyond the funds)."""
+    import threading
+
+    from eth_account import Account
+
+    from airflow_provider_ocean.chain.abi import encode_call
+    from airflow_provider_ocean.chain.rpc import JsonRpcClient
+    from airflow_provider_ocean.chain.tx import TransactionSender
+
+    wallet = Account.create()
+    rpc = JsonRpcClient(node_sandbox["rpc_url"])
+    funder = TransactionSender(rpc, node_sandbox["publisher"]["key"])
+    funder.transact(wallet.address, b"", value=10**18, gas=21_000, what="gas money")
+    funder.transact(
+        node_sandbox["addresses"]["Ocean"],
+        encode_call("transfer(address,uint256)", wallet.address, 30 * ONE),
+        gas=200_000,
+        what="OCEAN",
+    )
+    conn = json.loads(node_sandbox["conn_json"])
+    monkeypatch.setenv("AIRFLOW_CONN_OCEAN_NODE_PARALLEL", json.dumps({**conn, "password": wallet.key.hex()}))
+    paid_env = node_sandbox["environments"]["paid"]
+    started: list[JobStatus] = []
+    failed: list[BaseException] = []
+    go = threading.Barrier(3)
+
+    def one_task() -> None:
+        try:
+            hook = OceanComputeHook("ocean_node_parallel", retry_delay=0.2)
+            go.wait(timeout=30)
+            payment = hook.pay_for_compute(
+                [weather(node_sandbox)],
+                sample_algorithm(),
+                paid_env,
+                max_fee=10 * ONE,
+                resources={"cpu": 1},
+                max_job_duration=60,
+            )
+            started.append(hook.start_compute([weather(node_sandbox)], sample_algorithm(), payment=payment))
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    tasks = [threading.Thread(target=one_task) for _ in range(3)]
+    for task in tasks:
+        task.start()
+    for task in tasks:
+        task.join(timeout=300)
+    assert not failed, [f"{type(e).__name__}: {e}" for e in failed]
+    assert len({job.job_id for job in started}) == 3
+    assert len({job.agreement_id for job in started}) == 3  # three locks
+    hook = OceanComputeHook("ocean_node_parallel", retry_delay=0.2)
+    for job in started:
+        assert wait(hook, job.job_id).outcome == "succeeded"
