@@ -8,16 +8,13 @@
   backend's :class:`OceanProviderError` (:mod:`airflow_provider_ocean.wire.errors`: ``parse_error`` for
   the Provider, ``parse_node_error`` for the node, each with its hint table).
 - Rate limits: a 429, or the node's 403 ``Too many active connections`` / ``Rate limit exceeded``, is
-  waited out on every route (the seconds the answer announces in its text or ``Retry-After``, else
-  :data:`DEFAULT_RATE_LIMIT_WAIT`; at most ``max_rate_limit_wait`` in all) and the request sent again.
-  Limiters act before the command runs, so a signed command is signed again with a fresh nonce.
-- :meth:`~WireClient._read`: idempotent reads (``GET /``, environments, nonce, status, DDO) go through
-  the one retry policy (:func:`airflow_provider_ocean.retry.read_retrying`) on connection errors and the
-  backend's transient 5xx. Everything else is sent once.
-- :meth:`~WireClient._signed`: nonce reservation under the wallet lock, signature, send; re-signed with a
-  fresh nonce (up to :data:`NONCE_RESIGNS` times: other hosts may keep moving the stored nonce) when the
-  server refused the nonce itself (that happens before anything runs). A failure before the signed
-  request left (discovery, nonce read, wallet lock) has ``request_sent=False``.
+  waited out on every route (announced seconds, else :data:`DEFAULT_RATE_LIMIT_WAIT`; at most
+  ``max_rate_limit_wait`` in all) and sent again (signed commands with a fresh nonce).
+- :meth:`~WireClient._read`: idempotent reads (``GET /``, environments, nonce, status, DDO) go through the
+  one retry policy (:func:`airflow_provider_ocean.retry.read_retrying`); everything else is sent once.
+- :meth:`~WireClient._signed`: nonce reservation under the wallet lock, signature, send; re-signed (up to
+  :data:`NONCE_RESIGNS` times) when the server refused the nonce itself, before running anything. A
+  failure before the signed request left (discovery, nonce read, wallet lock) has ``request_sent=False``.
 """
 
 from __future__ import annotations
@@ -65,8 +62,7 @@ LONG_TIMEOUT = 180.0
 CONNECT_TIMEOUT = 10.0
 #: Seconds waited after a rate-limit answer that announces nothing.
 DEFAULT_RATE_LIMIT_WAIT = 5.0
-#: Re-signatures after the server refused the nonce itself (before running anything): hosts sharing a
-#: wallet without a shared lock can each move the stored nonce past another's.
+#: Re-signatures after the server refused the nonce itself (other hosts may move the stored nonce).
 NONCE_RESIGNS = 3
 _MAX_ERROR_BODY = 64 * 1024
 #: The compute routes both backends have, by their ``serviceEndpoints`` names.
@@ -92,8 +88,7 @@ class _RedactSignatures(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed record is urllib3's problem, not ours
             return True
-        cleaned = redact(message, limit=len(message) + 1)
-        if cleaned != message:
+        if (cleaned := redact(message, limit=len(message) + 1)) != message:
             record.msg, record.args = cleaned, ()
         return True
 
@@ -522,11 +517,13 @@ class WireClient:
         timeout: float | None = None,
         stream: bool = False,
         retry_nonce: bool = False,
+        hold_until_answer: bool = True,
     ) -> requests.Response:
         """Reserve a nonce under the wallet lock, sign, send; optionally re-sign on a refused nonce.
 
         The wallet lock is held until the answer's headers arrived, so that nonces of one process reach
-        the server in order.
+        the server in order; ``hold_until_answer=False`` frees it once signed, for answers whose headers
+        may wait long (a live log whose algorithm prints nothing): a nonce overtaken then is re-signed.
 
         :param signer: the signer.
         :param name: the endpoint's name.
@@ -551,6 +548,7 @@ class WireClient:
                 used=used,
                 refresh=self.refresh_nonce or attempt > 1,
                 in_query=in_query,
+                hold=hold_until_answer,
                 operation=operation,
                 timeout=timeout,
                 stream=stream,
@@ -578,9 +576,10 @@ class WireClient:
         used: list[str],
         refresh: bool,
         in_query: bool,
+        hold: bool,
         **send: Any,
     ) -> requests.Response:
-        """Reserve a nonce, sign, send once.
+        """Reserve a nonce, sign, send once (the wallet lock held until the answer, or only to sign).
 
         :param used: the nonce is appended here (for the caller's messages).
         """
@@ -596,4 +595,6 @@ class WireClient:
             used.append(str(nonce))
             message, payload = build(nonce)
             payload["signature"] = signer.sign(message)
-            return self._send(*endpoint, **send, **_placed(payload, in_query))
+            if hold:
+                return self._send(*endpoint, **send, **_placed(payload, in_query))
+        return self._send(*endpoint, **send, **_placed(payload, in_query))

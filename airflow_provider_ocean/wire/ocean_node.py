@@ -178,8 +178,10 @@ class OceanNodeClient(WireClient):
         stream: bool = False,
         retry_nonce: bool = False,
         allow_token: bool = True,
+        hold_until_answer: bool = True,
     ) -> requests.Response:
-        """Sign ``payload`` for ``command`` with a fresh nonce (or use the auth token) and send it."""
+        """Sign ``payload`` for ``command`` with a fresh nonce (or use the auth token) and send it
+        (``hold_until_answer``: :meth:`~airflow_provider_ocean.wire.http.WireClient._signed`)."""
         address = signer.address
         send: dict[str, Any] = dict(operation=operation, in_query=in_query, timeout=timeout, stream=stream)
         if allow_token and self.auth_token:
@@ -190,7 +192,9 @@ class OceanNodeClient(WireClient):
             body = {**payload, address_field: address, "nonce": str(int(nonce))}
             return node_message(address, nonce, command), body
 
-        return self._signed(signer, name, build, retry_nonce=retry_nonce, **send)
+        return self._signed(
+            signer, name, build, retry_nonce=retry_nonce, hold_until_answer=hold_until_answer, **send
+        )
 
     # -- auth tokens ---------------------------------------------------------------------------------
     def create_auth_token(self, signer: Signer, *, valid_until: int | None = None) -> str:
@@ -506,6 +510,8 @@ class OceanNodeClient(WireClient):
                 in_query=True,
                 stream=True,
                 timeout=timeout,
+                retry_nonce=True,
+                hold_until_answer=False,  # the node answers once the algorithm prints: never block others
             )
         except OceanNodeError as exc:
             if exc.status == 404:

@@ -227,3 +227,47 @@ def test_live_logs_of_a_framed_node_stream_give_the_printed_lines() -> None:
         assert list(client.stream_logs(Signer(KEY), FULL)) == ["plain", "text"]
     finally:
         server.close()
+
+
+def test_a_live_log_whose_answer_waits_does_not_hold_the_wallet_lock() -> None:
+    """A node sends the live log's headers with the first output: while the algorithm prints nothing, the
+    request waits. The wallet's nonce lock must not wait with it: another signed request (a stop, from
+    another task of the same wallet on this host) goes through meanwhile."""
+    import threading
+    import time
+
+    from airflow_provider_ocean.signing import NonceAllocator
+
+    printed = threading.Event()
+    server = serve("ocean_node")
+    try:
+
+        def first_output(_request: Any) -> Reply:
+            printed.wait(timeout=30)
+            return Reply(raw=frame(b"late line\n"), headers={"Content-Type": "text/plain"})
+
+        server.routes[LOGS] = first_output
+        server.routes[("PUT", "/api/services/compute")] = Reply(body=[finished()])
+        nonces = NonceAllocator()  # one host's wallet lock, shared by both tasks
+        follower = make("ocean_node", server.url, nonces=nonces)
+        stopper = make("ocean_node", server.url, nonces=nonces)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(follower.stream_logs(Signer(KEY), FULL)))
+        reader.start()
+        deadline = time.monotonic() + 10
+        while not server.calls(*LOGS) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.calls(*LOGS)  # the live log request is out, its answer not yet
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (stopper.stop_job(Signer(KEY), FULL), done.set()))
+        worker.start()
+        assert done.wait(timeout=5), "the stop waited for the live log's answer"
+        printed.set()
+        reader.join(timeout=10)
+        worker.join(timeout=10)
+        assert lines == ["late line"]
+        nonces_sent = [int(r.query["nonce"]) for r in server.requests if "nonce" in r.query]
+        assert len(set(nonces_sent)) == len(nonces_sent) == 2  # each signed with its own nonce
+    finally:
+        printed.set()
+        server.close()
