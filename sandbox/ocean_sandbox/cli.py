@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ocean_sandbox import publish_cli
 from ocean_sandbox.runtime import Sandbox
 from ocean_sandbox.state import default_state_dir
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--purge", action="store_true", help="also delete the state directory (chain included)")
     sub.add_parser("status", help="show what is running")
     sub.add_parser("info", help="print the sandbox facts as JSON")
+    publish_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     state_dir = args.state_dir or default_state_dir()
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.down()
         print("Ocean sandbox stopped.")
         return 0
+    if args.command == "publish":
+        return publish_cli.run(args, state_dir)
     sandbox = Sandbox(state_dir)
     if args.command == "down":
         sandbox.down(purge=args.purge)

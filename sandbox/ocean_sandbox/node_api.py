@@ -1689,10 +1689,14 @@ def build_node_app(state_dir: Path, state: dict[str, Any]) -> tuple[NodeApp, Nod
 
 def serve_node(state_dir: Path, state: dict[str, Any]) -> None:
     """Run the Ocean Node personality in the foreground until SIGTERM/SIGINT."""
+    from ocean_sandbox.aquarius import indexer_for
+
     app, engine = build_node_app(state_dir, state)
     server = NodeHTTPServer(int(state["provider_port"]), app)
     engine.start()
     app.start_cron()
+    indexer = indexer_for(state_dir, state)  # DDOs published on chain, as the node's own indexer
+    indexer.start()
 
     def _stop(*_: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -1703,6 +1707,7 @@ def serve_node(state_dir: Path, state: dict[str, Any]) -> None:
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        indexer.stop()
         app.stop_cron()
         engine.close()
         server.server_close()

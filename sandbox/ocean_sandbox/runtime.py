@@ -266,10 +266,11 @@ class Sandbox:
                 chain_id=ganache.CHAIN_ID,
                 provider_url=provider_url,
                 provider_key=provider.key,
+                provider_address=provider.address,
                 files_dir=files_dir,
-                ddo_dir=self.state_dir / "ddos",
                 holders=holders,
             )
+            index_samples(self.state_dir, state)
             state["escrow_source"] = contracts.ESCROW_PACKAGE.spec
             log.info("Deployed contracts and published samples in %.1f s", time.monotonic() - started)
         escrow_replaced = state.get("escrow_source") != contracts.ESCROW_PACKAGE.spec
@@ -431,6 +432,18 @@ class Sandbox:
             "chain": f"up at {state['rpc_url']}" if chain_up else "down",
             "server": f"up at {state['provider_url']}" if server_up else "down",
         }
+
+
+def index_samples(state_dir: Path, state: dict[str, Any]) -> None:
+    """Index the chain's metadata events once (the server's indexer does it continuously), so that the
+    sample assets just published are served as soon as ``up`` returns."""
+    from ocean_sandbox.aquarius import DdoStore, indexer_for
+
+    indexer_for(state_dir, state).run_once()
+    store = DdoStore(state_dir / "ddos")
+    missing = [name for name, asset in state["assets"].items() if store.read(asset["did"]) is None]
+    if missing:
+        raise RuntimeError(f"the sample assets {missing} were not indexed; see the log above")
 
 
 def _server_alive(url: str) -> bool:

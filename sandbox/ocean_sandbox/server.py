@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ocean_sandbox.provider import Response, strip_urls
-from ocean_sandbox.routes import DDO_ROUTE, FILE_ROUTE
+from ocean_sandbox.routes import DDO_ROUTE, FILE_ROUTE, QUERY_PATH, VALIDATE_PATH
 
 if TYPE_CHECKING:
     from ocean_sandbox.provider import ProviderApp
@@ -86,7 +86,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         try:
             raw = self._body_bytes()
             body: dict[str, Any] = {}
-            if (method != "GET" or raw) and path != "/api/services/encrypt":
+            if (method != "GET" or raw) and path not in ("/api/services/encrypt", VALIDATE_PATH, QUERY_PATH):
                 body = self._json_body(raw)
             # get_request_data: the query args when the query string is non-empty, else the JSON body
             data = query if parts.query else body
@@ -104,6 +104,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
     ) -> Response:
         if path == "/":
             return app.root() if method == "GET" else _not_allowed()
+        if path in (VALIDATE_PATH, QUERY_PATH):
+            return self._aquarius(app, method, path, raw) if method == "POST" else _not_allowed()
         match = DDO_ROUTE.match(path)
         if match:
             return app.aquarius_ddo(unquote(match["did"])) if method == "GET" else _not_allowed()
@@ -144,6 +146,18 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if any(p == path for (_, p) in routes):
             return _not_allowed()
         return Response(404, {"context": None, "error": NOT_FOUND})
+
+    def _aquarius(self, app: ProviderApp, method: str, path: str, raw: bytes) -> Response:
+        """Aquarius's validate and query routes (:mod:`ocean_sandbox.aquarius_api`)."""
+        from ocean_sandbox import aquarius_api
+        from ocean_sandbox.aquarius import DdoStore
+
+        if path == VALIDATE_PATH:
+            content_type = self.headers.get("Content-Type")
+            status, body = aquarius_api.validate_route(raw, content_type, app.config.provider_key)
+        else:
+            status, body = aquarius_api.query_route(raw, DdoStore(app.config.ddo_dir).all())
+        return Response(status, body)
 
     def _send(self, response: Response) -> None:
         headers = {"Connection": "close", "Access-Control-Allow-Origin": "*", **response.headers}
@@ -264,9 +278,13 @@ def serve(state_dir: Path) -> None:
 
         serve_node(state_dir, node_state)
         return
+    from ocean_sandbox.aquarius import indexer_for
+
     app, engine, state = build_app(state_dir)
     server = SandboxHTTPServer(int(state["provider_port"]), app)
     engine.start()
+    indexer = indexer_for(state_dir, state)
+    indexer.start()
     stop = threading.Event()
 
     def _stop(*_: Any) -> None:
@@ -279,6 +297,7 @@ def serve(state_dir: Path) -> None:
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        indexer.stop()
         engine.close()
         server.server_close()
 
