@@ -121,19 +121,23 @@ def test_failing_algorithm_fails_even_after_the_cron(
     assert later.status != 70
 
 
-def test_paid_job_through_the_escrow(hook: OceanComputeHook, node_sandbox: dict[str, Any]) -> None:
-    paid_env = node_sandbox["environments"]["paid"]
-    ocean = node_sandbox["addresses"]["Ocean"]
-    escrow = EscrowPayer(hook.rpc, node_sandbox["addresses"]["Escrow"])
-    before = escrow.funds(hook.consumer_address, ocean)
-    payment = hook.pay_for_compute(
+def pay_small_paid_job(hook: OceanComputeHook, node_sandbox: dict[str, Any]) -> dict[str, Any]:
+    """Pay for one CPU for 60 s of the sample algorithm on the paid environment (3.2 OCEAN)."""
+    return hook.pay_for_compute(
         [weather(node_sandbox)],
         sample_algorithm(),
-        paid_env,
+        node_sandbox["environments"]["paid"],
         max_fee=10 * ONE,
         resources={"cpu": 1},
         max_job_duration=60,
     )
+
+
+def test_paid_job_through_the_escrow(hook: OceanComputeHook, node_sandbox: dict[str, Any]) -> None:
+    ocean = node_sandbox["addresses"]["Ocean"]
+    escrow = EscrowPayer(hook.rpc, node_sandbox["addresses"]["Escrow"])
+    before = escrow.funds(hook.consumer_address, ocean)
+    payment = pay_small_paid_job(hook, node_sandbox)
     node = payment["ocean_node"]
     assert node["free"] is False
     assert int(node["amount"]) == int(3.2 * ONE)
@@ -264,7 +268,6 @@ def test_parallel_paid_starts_from_one_new_wallet_all_start(
     )
     conn = json.loads(node_sandbox["conn_json"])
     monkeypatch.setenv("AIRFLOW_CONN_OCEAN_NODE_PARALLEL", json.dumps({**conn, "password": wallet.key.hex()}))
-    paid_env = node_sandbox["environments"]["paid"]
     started: list[JobStatus] = []
     failed: list[BaseException] = []
     go = threading.Barrier(3)
@@ -273,14 +276,7 @@ def test_parallel_paid_starts_from_one_new_wallet_all_start(
         try:
             hook = OceanComputeHook("ocean_node_parallel", retry_delay=0.2)
             go.wait(timeout=30)
-            payment = hook.pay_for_compute(
-                [weather(node_sandbox)],
-                sample_algorithm(),
-                paid_env,
-                max_fee=10 * ONE,
-                resources={"cpu": 1},
-                max_job_duration=60,
-            )
+            payment = pay_small_paid_job(hook, node_sandbox)
             started.append(hook.start_compute([weather(node_sandbox)], sample_algorithm(), payment=payment))
         except BaseException as exc:  # reported below
             failed.append(exc)
