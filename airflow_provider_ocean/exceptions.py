@@ -168,7 +168,14 @@ MESSAGE_HINTS: tuple[tuple[str, str], ...] = (
         "cannot create duplicates",
         "a nonce was reused; the Provider may already have started the job - list the jobs before retrying",
     ),
-    ("compute environment does not exist", "list the environments and pass an existing environment id"),
+    (
+        "compute environment does not exist",
+        (
+            "list the environments and pass an existing environment id (none, or a 404 from "
+            "computeEnvironments: the Provider has no OPERATOR_SERVICE_URL, or its operator-service "
+            "announces no environment)"
+        ),
+    ),
     ("environment invalid or does not exist", "list the environments and pass an existing environment id"),
     (
         "already in use for other job",
@@ -176,7 +183,63 @@ MESSAGE_HINTS: tuple[tuple[str, str], ...] = (
     ),
     ("ordered c2d time was exceeded", "the provider fee expired; re-initialize and pay again"),
     ("validuntil value is not correct", "validUntil must be a future unix time in seconds"),
-    ("compute envs could not be retrieved", "the Provider cannot reach its operator-service; retry later"),
+    (
+        "compute envs could not be retrieved",
+        (
+            "the Provider cannot reach its operator-service (its OPERATOR_SERVICE_URL); retry later, or "
+            "tell the Provider's operator"
+        ),
+    ),
+    # A misconfigured Provider: nothing a DAG can change; what its operator must set (Provider v2 sources).
+    (
+        "'checksum'",
+        (
+            "the Provider could not checksum the algorithm's files (KeyError 'checksum'). Its operator must"
+            " set MAX_CHECKSUM_LENGTH to at least each algorithm file's size in bytes (unset it is 0: no "
+            "file is checksummed; the Provider's Docker image sets 5242880), and the files' URLs must "
+            "answer 200 to the Provider (URLs on private or loopback addresses also need "
+            "ALLOW_NON_PUBLIC_IP=1)"
+        ),
+    ),
+    (
+        "unconfigured chain_id",
+        (
+            "the Provider's per-chain settings (NETWORK_URL, PROVIDER_PRIVATE_KEY, PROVIDER_FEE_TOKEN as "
+            "JSON by chain id) have no entry for this chain: use the Provider of the asset's chain, or its "
+            "operator must add the chain"
+        ),
+    ),
+    ("no chains configured", "the Provider has no NETWORK_URL; its operator must set it"),
+    (
+        "has no attribute 'expanduser'",
+        (
+            "the Provider has neither PROVIDER_FEE_TOKEN nor ADDRESS_FILE (the address.json it reads the "
+            "chain's Ocean token from for its fees); its operator must set one"
+        ),
+    ),
+    (
+        "is contract deployed correctly and chain synced",
+        (
+            "the Provider called a contract its chain does not have: its PROVIDER_FEE_TOKEN or ADDRESS_FILE"
+            " names an address that is no contract on this chain, or its NETWORK_URL is another chain or "
+            "not synced"
+        ),
+    ),
+    (
+        "max retries exceeded",
+        (
+            "the Provider cannot reach a service it depends on (its Aquarius at AQUARIUS_URL, the chain at "
+            "NETWORK_URL, its operator-service); retry later, or tell the Provider's operator"
+        ),
+    ),
+    (
+        "the requested url was not found on the server",
+        (
+            "this server has no such route: check that the connection's host is a Provider v4; a Provider "
+            "without OPERATOR_SERVICE_URL (download only) answers 404 to computeEnvironments, compute and "
+            "computeResult; its operator must set it"
+        ),
+    ),
 )
 
 

@@ -185,7 +185,9 @@ class LoadClient(threading.Thread):
         call = {"from": wallet.address, "to": answer["datatoken"], "data": oc.hex0x(data)}
         gas = int(self.rpc("eth_estimateGas", [call]), 16)
         nonce = int(self.rpc("eth_getTransactionCount", [wallet.address, "pending"]), 16)
-        price = int(self.rpc("eth_gasPrice", []), 16)
+        price = oc.legacy_gas_price(
+            int(self.rpc("eth_gasPrice", []), 16), self.rpc("eth_getBlockByNumber", ["latest", False])
+        )
         tx = {
             "to": answer["datatoken"],
             "data": data,

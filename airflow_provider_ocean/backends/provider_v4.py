@@ -486,7 +486,8 @@ class ProviderV4Backend:
         """Request a stop (signed). The job then ends with ``stopreq == 1``.
 
         :param job_id: the job id.
-        :return: the job's status as it was before the stop, if the Provider returned it.
+        :return: the job's status as operator-service read it back after marking it (``stopreq`` 1, status
+            unchanged), if the Provider returned it.
         """
         jobs = self.client.stop_job(self.ctx.signer, job_id)
         self.ctx.log.info("Requested stop of compute job %s", job_id)

@@ -438,11 +438,29 @@ class OceanComputeHook(BaseHook):
         return self.compute.get_job_status(job_id)
 
     def stop_job(self, job_id: str) -> JobStatus | None:
-        """Request a stop (signed). The job then ends as stopped.
+        """Request a stop (signed) of a job that has not ended yet. The job then ends as stopped.
+
+        A job that has already ended is not sent a stop, and its status is returned as it is. Why: on
+        Provider v4, operator-service marks every matching job ``stopreq`` 1, finished ones included and for
+        good (``data_store.py`` ``stop_sql_job`` has no condition on the job's state), and a status cannot
+        tell such a late mark from a job stopped while it ran; a late stop would turn a succeeded job into a
+        "stopped" one for every later reader (sensors, retries, other DAGs) without changing anything it
+        computed. A job that ends between the status read and the stop still gets the mark (one status
+        request apart).
 
         :param job_id: the job id.
-        :return: the job's status as it was before the stop, if the server returned it.
+        :return: the already ended job's status; else the status the server answered the stop with
+            (Provider v4: read back after the mark, ``stopreq`` 1), if it returned one.
         """
+        from airflow_provider_ocean.exceptions import OceanJobNotFoundError
+
+        try:
+            current = self.compute.get_job_status(job_id)
+        except OceanJobNotFoundError:
+            current = None  # let the server answer the stop (an empty list: nothing stopped)
+        if current is not None and current.is_terminal:
+            self.log.info("Job %s already ended (%s); no stop sent", job_id, current.outcome)
+            return current
         return self.compute.stop_job(job_id)
 
     def delete_job(self, job_id: str) -> None:

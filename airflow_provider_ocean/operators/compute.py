@@ -582,9 +582,11 @@ def _without_orders(payment: dict[str, Any], txs: set[str]) -> dict[str, Any]:
 class OceanComputeStopOperator(BaseOperator):
     """Request a stop of an Ocean compute job (the job then ends with ``stopreq == 1``).
 
+    An ended job is left as it is (no stop sent: a succeeded job stays succeeded; see ``hook.stop_job``).
+
     :param job_id: the job id (templated), e.g. ``"{{ ti.xcom_pull('start') }}"``.
     :param ocean_conn_id: the Ocean connection (templated).
-    :return: the job's status dict as the Provider returned it (before the stop took effect), if any.
+    :return: the job's status dict (as the stop's answer, or as ended), if any.
     """
 
     template_fields: Sequence[str] = ("job_id", "ocean_conn_id")
@@ -597,6 +599,6 @@ class OceanComputeStopOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any] | None:
         from airflow_provider_ocean.hooks.ocean import OceanComputeHook
 
-        before = OceanComputeHook(ocean_conn_id=self.ocean_conn_id).stop_job(self.job_id)
-        self.log.info("Requested stop of job %s", self.job_id)
-        return before.to_dict() if before else None
+        job = OceanComputeHook(ocean_conn_id=self.ocean_conn_id).stop_job(self.job_id)
+        self.log.info("Job %s: %s", self.job_id, job.outcome if job and job.is_terminal else "stop requested")
+        return job.to_dict() if job else None

@@ -267,7 +267,11 @@ class ProviderV4Client(WireClient):
         return jobs
 
     def stop_job(self, signer: Signer, job_id: str, *, document_id: str | None = None) -> list[JobStatus]:
-        """``PUT compute`` (signed): request a stop. Returns the status list as it was before the stop.
+        """``PUT compute`` (signed): request a stop. Returns the status list read back after the stop.
+
+        operator-service sets ``stopreq`` 1 on the matching jobs (finished ones too, for good) and then reads
+        them back (``routes.py`` ``stop_compute_job``), so the answer shows ``stopreq`` 1 and the status as it
+        was.
 
         :param signer: the job owner's signer.
         :param job_id: the job id.

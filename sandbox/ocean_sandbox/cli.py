@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from ocean_sandbox import publish_cli
-from ocean_sandbox.runtime import Sandbox
+from ocean_sandbox.ganache import HARDFORKS
+from ocean_sandbox.runtime import HardforkMismatchError, Sandbox
 from ocean_sandbox.state import default_state_dir
 
 
@@ -21,7 +22,7 @@ def _print_info(info: dict) -> None:
         print(f"  Ocean Node          : {info['provider_url']} (node {info['provider_address']})")
     else:
         print(f"  Provider + Aquarius : {info['provider_url']}")
-    print(f"  Chain RPC           : {info['rpc_url']} (chain id {info['chain_id']})")
+    print(f"  Chain RPC           : {info['rpc_url']} (chain id {info['chain_id']}, {info['hardfork']})")
     print(f"  Consumer account    : {info['consumer']['address']} (public development key)")
     print(f"  Environments        : free={info['environments']['free']} paid={info['environments']['paid']}")
     print("  Assets:")
@@ -51,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="server personality: Provider v4 (default) or Ocean Node; kept in the state",
     )
+    up.add_argument(
+        "--hardfork",
+        choices=HARDFORKS,
+        default=None,
+        help="chain rules: london (EIP-1559; the default for a new chain, as in ocean.py's local setup) or "
+        "istanbul (barge's default); kept with the chain (another one needs `down --purge`)",
+    )
     up.add_argument("--rate-limit", type=int, default=None, help="Ocean Node: requests per IP and minute")
     up.add_argument(
         "--claim-interval", type=float, default=None, help="Ocean Node: seconds between payment cron runs"
@@ -74,9 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             api=args.api,
             node_rate_limit=args.rate_limit,
             node_claim_interval=args.claim_interval,
+            hardfork=args.hardfork,
         )
         started = time.monotonic()
-        info = sandbox.up()
+        try:
+            info = sandbox.up()
+        except HardforkMismatchError as exc:
+            print(f"ocean-sandbox: {exc}", file=sys.stderr)
+            return 2
         if args.json:
             print(json.dumps(info, indent=2))
         else:

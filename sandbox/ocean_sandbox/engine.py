@@ -55,8 +55,10 @@ Deviations from the real stack (deliberate, documented):
 * Publishing "uploads" nothing: the results list always holds every listed file (as with working storage)
   and :meth:`JobEngine.result_path` serves the file from the job directory. Symbolic links in the listed
   folders are not published (only regular files), so an algorithm cannot publish host files.
-* A stop request is recorded only on unfinished jobs that have no stop/kill marker yet. A job stopped before
-  its algorithm started is configured and published without running the algorithm (60 → 70, ``stopreq`` 1).
+* A stop sets ``stopreq`` = 1 on every matching job, finished ones included (and over a ``stopreq`` 2), as
+  operator-service's ``stop_sql_job`` does; on a finished job nothing else changes and the mark stays. A job
+  stopped before its algorithm started is configured and published without running the algorithm (60 → 70,
+  ``stopreq`` 1).
 * ``maxtime`` (= the environment's ``maxJobDuration``, default 60 s like the real engine) is measured from
   the algorithm start. On a stop or a timeout SIGTERM goes to the whole process group and SIGKILL follows
   after :data:`KILL_GRACE` seconds (also when the shell dies first and the algorithm is still saving work);
@@ -407,25 +409,26 @@ class JobEngine:
         return [self._status_object(row) for row in self._select(owner, job_id)]
 
     def stop_jobs(self, owner: str, job_id: str | None = None) -> list[dict]:
-        """Request a stop (``stopreq`` = 1) of matching jobs; return their status objects as they were before.
+        """Request a stop (``stopreq`` = 1) of matching jobs; return their status objects read back after it.
 
-        Only unfinished jobs without a stop or kill marker are marked. The engine notices within a tick,
-        kills the algorithm, publishes and ends the job at 70 with ``stopreq`` 1.
+        As operator-service's ``PUT /api/v1/operator/compute`` (``routes.py`` ``stop_compute_job``): every
+        job of ``owner`` (or the one ``job_id``) gets ``UPDATE jobs SET stopreq=1`` (``data_store.py``
+        ``stop_sql_job``, no condition on the job's state), then ``get_sql_status`` reads them back, so the
+        answer already shows ``stopreq`` 1 with ``status`` unchanged. A finished job keeps ``stopreq`` 1 for
+        good; an unfinished one is noticed by the engine within a tick, which kills the algorithm, publishes
+        and ends the job at 70 with ``stopreq`` 1.
 
         :param owner: the owner address string exactly as used at start.
         :param job_id: restrict to this job id.
         """
         with self._lock:
-            before = [self._status_object(row) for row in self._select(owner, job_id)]
-            ids = [job["jobId"] for job in before]
+            ids = [row["job_id"] for row in self._select(owner, job_id)]
             with self._locked() as db:
-                db.executemany(
-                    "UPDATE jobs SET stopreq = 1 WHERE job_id = ? AND stopreq = 0 AND date_finished IS NULL",
-                    [(one,) for one in ids],
-                )
+                db.executemany("UPDATE jobs SET stopreq = 1 WHERE job_id = ?", [(one,) for one in ids])
+            after = [self._status_object(row) for row in self._select(owner, job_id)]
         if ids:
             log.info("C2D stop requested by %s for jobs %s", owner, ids)
-        return before
+        return after
 
     def result_path(self, owner: str, job_id: str, index: int) -> tuple[Path, str]:
         """The stored file of result ``index`` (position in the ``results`` list) and its filename.

@@ -22,6 +22,15 @@ GANACHE = npm.NpmPackage("ganache", GANACHE_VERSION)
 CHAIN_ID = 8996
 MNEMONIC = "taxi music thumb unique chat sand crew more leg another off lamp"
 ACCOUNTS = 10
+#: ``--hardfork`` choices of ``ocean-sandbox up``: ``london`` (EIP-1559 blocks with ``baseFeePerGas``, type-2
+#: transactions), what the reference client's local setup runs (ocean.py ``READMEs/setup-local.md``:
+#: ``export GANACHE_FORK=london`` "for support of type 2 transactions" before barge's ``start_ocean.sh``),
+#: and ``istanbul``, barge's own default (``start_ocean.sh``: ``GANACHE_FORK=${GANACHE_FORK:-"istanbul"}``;
+#: no base fee, legacy transactions only).
+HARDFORKS = ("london", "istanbul")
+DEFAULT_HARDFORK = "london"
+#: The hardfork of a state directory deployed before the choice existed.
+LEGACY_HARDFORK = "istanbul"
 
 
 class GanacheError(RuntimeError):
@@ -44,21 +53,29 @@ def rpc_alive(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def options(db_dir: Path, port: int, *, host: str = "127.0.0.1") -> dict[str, str]:
+def options(
+    db_dir: Path, port: int, *, host: str = "127.0.0.1", hardfork: str = DEFAULT_HARDFORK
+) -> dict[str, str]:
     """ganache's command-line options as the sandbox runs it, flag -> value (``ganache --help`` lists them).
 
-    As barge runs it: chain id 8996, barge mnemonic, istanbul, gas price 1 wei, instamine.
+    As barge runs it: chain id 8996, barge mnemonic, gas price 1 wei, instamine; the hardfork of
+    :data:`HARDFORKS` (on ``london`` blocks carry a base fee, 1 gwei at genesis, which a gas price of 1 wei
+    does not cover: clients price from the latest block's ``baseFeePerGas``).
 
     :param db_dir: chain database directory.
     :param port: RPC port on ``host``.
+    :param host: the address to listen on.
+    :param hardfork: one of :data:`HARDFORKS`.
     """
+    if hardfork not in HARDFORKS:
+        raise GanacheError(f"hardfork must be one of {', '.join(HARDFORKS)}, not {hardfork!r}")
     return {
         "--server.host": host,
         "--server.port": str(port),
         "--chain.chainId": str(CHAIN_ID),
         "--chain.networkId": str(CHAIN_ID),
         "--chain.allowUnlimitedContractSize": "true",
-        "--chain.hardfork": "istanbul",
+        "--chain.hardfork": hardfork,
         "--wallet.mnemonic": MNEMONIC,
         "--wallet.totalAccounts": str(ACCOUNTS),
         "--wallet.defaultBalance": "1000000",
@@ -75,6 +92,7 @@ def start(
     log_file: Path,
     *,
     host: str = "127.0.0.1",
+    hardfork: str = DEFAULT_HARDFORK,
     overrides: Mapping[str, str | None] | None = None,
 ) -> subprocess.Popen:
     """Start ganache with :func:`options` and wait until it answers.
@@ -82,12 +100,17 @@ def start(
     :param db_dir: chain database directory (kept between runs so the deployment survives ``down``/``up``).
     :param port: RPC port on ``host``.
     :param log_file: where ganache's output goes.
+    :param host: the address to listen on.
+    :param hardfork: one of :data:`HARDFORKS`.
     :param overrides: options to set (flag -> value) or, with ``None``, to leave out (for experiments such
         as ``benchmarks/sandbox_load.py --ganache-option``).
     """
     binary = ensure_installed()
     db_dir.mkdir(parents=True, exist_ok=True)
-    chosen: dict[str, str | None] = {**options(db_dir, port, host=host), **(overrides or {})}
+    chosen: dict[str, str | None] = {
+        **options(db_dir, port, host=host, hardfork=hardfork),
+        **(overrides or {}),
+    }
     args = [str(binary)]
     for flag, value in chosen.items():
         if value is not None:

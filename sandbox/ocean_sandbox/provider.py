@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Context, Decimal, localcontext
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -252,9 +252,7 @@ class ProviderApp:
         if token.lower() == ZERO_ADDRESS:
             return 0
         seconds = seconds_until(valid_until, self.now())
-        price = Decimal(str(env.get("priceMin", 0)))
-        amount = Decimal(seconds) * price / Decimal(60)
-        return int(amount * (Decimal(10) ** self._token_decimals(token)))
+        return fee_units(seconds, env.get("priceMin", 0), self._token_decimals(token))
 
     def provider_fee(
         self, env: dict[str, Any], datatoken: str, service_id: str, valid_until: int, amount: int
@@ -826,6 +824,24 @@ def _remove_stale_downloads(tmp_dir: Path, max_age: float = 600.0) -> None:
 
 def _service_by_id(ddo: dict[str, Any], service_id: Any) -> dict[str, Any] | None:
     return next((s for s in ddo.get("services", []) if str(s.get("id")) == str(service_id)), None)
+
+
+def fee_units(seconds: int, price_min: Any, decimals: int) -> int:
+    """A provider fee in token units, rounded as the Provider does it.
+
+    ``utils/provider_fees.py`` ``get_provider_fee_amount``: ``float(seconds * float(priceMin) / 60)`` in
+    floating point, then ``utils/currency.py`` ``parse_units(str(amount), decimals)``: ``Decimal`` of the
+    float's shortest text times ``10**decimals``, truncated (context with 78 digits, ``ROUND_DOWN``). So 599 s
+    at 0.5 per minute is ``4.991666666666666`` → 4991666666666666000, not the exact 4991666666666666666.
+
+    :param seconds: the whole seconds the fee covers (``timedelta.seconds``).
+    :param price_min: the environment's ``priceMin`` (a number or its text).
+    :param decimals: the fee token's ``decimals()``.
+    """
+    amount = float(seconds * float(price_min) / 60)
+    with localcontext(Context(prec=78, rounding=ROUND_DOWN)):
+        units = Decimal(str(amount))
+        return 0 if units == 0 else int(units * Decimal(10) ** decimals)
 
 
 def seconds_until(valid_until: int, now: float) -> int:

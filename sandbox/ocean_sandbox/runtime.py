@@ -97,6 +97,10 @@ def environments(engine_address: str, fee_token: str, max_job_duration: int) -> 
     return [free, paid]
 
 
+class HardforkMismatchError(RuntimeError):
+    """``up`` was asked for another hardfork than the one the state directory's chain runs."""
+
+
 class Sandbox:
     """The local Ocean: one state directory, one ganache, one sandbox server.
 
@@ -111,6 +115,10 @@ class Sandbox:
         ``None`` keeps the state's choice (``provider`` for a new state).
     :param node_rate_limit: Ocean Node personality: requests per IP and minute (the node's default is 30).
     :param node_claim_interval: Ocean Node personality: seconds between payment cron runs (real: 3600).
+    :param hardfork: the chain's hardfork (:data:`ocean_sandbox.ganache.HARDFORKS`), chosen when the chain
+        is created and kept in the state; ``None`` keeps the state's (``london`` for a new state,
+        ``istanbul`` for one deployed before the choice existed). Another one on an existing chain raises
+        :class:`HardforkMismatchError`.
     :param ganache_options: ganache options to set or (``None``) leave out when ganache is started, over
         :func:`ocean_sandbox.ganache.options` (for experiments; a running chain is not restarted).
     :param rpc_front_options: options of the JSON-RPC front before ganache (:mod:`ocean_sandbox.rpc_front`,
@@ -131,9 +139,12 @@ class Sandbox:
         node_claim_interval: float | None = None,
         ganache_options: dict[str, str | None] | None = None,
         rpc_front_options: dict[str, str] | None = None,
+        hardfork: str | None = None,
     ) -> None:
         if api not in (None, "provider", "node"):
             raise ValueError(f"api must be 'provider' or 'node', not {api!r}")
+        if hardfork not in (None, *ganache.HARDFORKS):
+            raise ValueError(f"hardfork must be one of {', '.join(ganache.HARDFORKS)}, not {hardfork!r}")
         self.state_dir = Path(state_dir).absolute()
         self.rpc_port = rpc_port
         self.provider_port = provider_port
@@ -145,6 +156,7 @@ class Sandbox:
         self.node_claim_interval = node_claim_interval
         self.ganache_options = dict(ganache_options or {})
         self.rpc_front_options = dict(rpc_front_options or {})
+        self.hardfork = hardfork
 
     # -- state ---------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -180,6 +192,7 @@ class Sandbox:
             "aquarius_url": state["provider_url"],
             "rpc_url": state["rpc_url"],
             "chain_id": state["chain_id"],
+            "hardfork": state.get("hardfork", ganache.LEGACY_HARDFORK),
             "addresses": state["addresses"],
             "consumer": {"address": consumer.address, "key": consumer.key},
             "other": {"address": other.address, "key": other.key},
@@ -196,6 +209,21 @@ class Sandbox:
         }
 
     # -- up / down -----------------------------------------------------------------------------------
+    def _hardfork(self, state: dict[str, Any]) -> str:
+        """The chain's hardfork: the state's (a chain deployed before the choice: ``istanbul``), else the
+        requested one, else :data:`ocean_sandbox.ganache.DEFAULT_HARDFORK`.
+
+        :param state: the loaded state.
+        :raises HardforkMismatchError: the existing chain runs another hardfork than the requested one.
+        """
+        stored = state.get("hardfork") or (ganache.LEGACY_HARDFORK if state.get("addresses") else None)
+        if stored and self.hardfork and self.hardfork != stored:
+            raise HardforkMismatchError(
+                f"the chain in {self.state_dir} runs {stored}; `ocean-sandbox down --purge` first for a "
+                f"{self.hardfork} chain"
+            )
+        return stored or self.hardfork or ganache.DEFAULT_HARDFORK
+
     def up(self) -> dict[str, Any]:
         """Start (or resume) everything; idempotent. Returns :meth:`info`."""
         from airflow_provider_ocean.chain.rpc import JsonRpcClient
@@ -208,6 +236,7 @@ class Sandbox:
         provider_port = state.get("provider_port") or self.provider_port or free_port()
         rpc_url = f"http://127.0.0.1:{rpc_port}"
         provider_url = f"http://127.0.0.1:{provider_port}"
+        hardfork = self._hardfork(state)
         if "ganache_port" not in state and pid_alive(state.get("ganache_pid")):
             stop_pid(state.get("ganache_pid"))  # a state from before the RPC front: ganache moves port
         ganache_port = state.get("ganache_port") or free_port()
@@ -220,10 +249,11 @@ class Sandbox:
                 self.state_dir / "chain",
                 ganache_port,
                 self.state_dir / "ganache.log",
+                hardfork=hardfork,
                 overrides=self.ganache_options,
             )
             state["ganache_pid"] = process.pid
-        state.update({"ganache_port": ganache_port, "ganache_url": ganache_url})
+        state.update({"ganache_port": ganache_port, "ganache_url": ganache_url, "hardfork": hardfork})
         if state.get("rpc_front_upstream") != ganache_url and pid_alive(state.get("rpc_front_pid")):
             stop_pid(state.get("rpc_front_pid"))  # the front still forwards to a former ganache
         if not (pid_alive(state.get("rpc_front_pid")) and ganache.rpc_alive(rpc_url)):
@@ -398,6 +428,7 @@ class Sandbox:
             self.state_dir / "chain",
             int(state["ganache_port"]),
             self.state_dir / "ganache.log",
+            hardfork=state.get("hardfork", ganache.LEGACY_HARDFORK),
             overrides=self.ganache_options,
         )
         state["ganache_pid"] = process.pid

@@ -122,6 +122,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 app.clock_offset = float(body.get("offset", 0))
             return Response(200, {"offset": app.clock_offset, "now": app.now()})
         access = self.server.access  # type: ignore[attr-defined]
+        content_type = self.headers.get("Content-Type")
         routes = {
             ("GET", "/api/services/nonce"): lambda: app.nonce(data),
             ("GET", "/api/services/computeEnvironments"): app.compute_environments,
@@ -131,7 +132,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             ("PUT", "/api/services/compute"): lambda: app.compute_stop(data),
             ("DELETE", "/api/services/compute"): lambda: app.compute_stop(data, delete=True),
             ("GET", "/api/services/computeResult"): lambda: app.compute_result(data),
-            ("POST", "/api/services/encrypt"): lambda: _encrypt(app, raw),
+            ("POST", "/api/services/encrypt"): lambda: _encrypt(app, raw, data, content_type),
             ("POST", "/api/services/validateContainer"): lambda: _validate_container(body),
             ("GET", "/api/services/createAuthToken"): lambda: access.create_auth_token(data),
             ("DELETE", "/api/services/deleteAuthToken"): lambda: access.delete_auth_token(data),
@@ -196,12 +197,28 @@ def _not_allowed() -> Response:
     return Response(405, {"context": None, "error": NOT_ALLOWED})
 
 
-def _encrypt(app: ProviderApp, raw: bytes) -> Response:
+def _encrypt(app: ProviderApp, raw: bytes, query: dict[str, Any], content_type: str | None) -> Response:
+    """``POST /api/services/encrypt`` as the Provider's ``routes/encrypt.py`` ``encrypt``/``_encrypt``.
+
+    The content type must be exactly ``application/octet-stream`` (Flask's ``request.content_type``, the whole
+    header), then ``chainId`` must be a non-empty query argument; both refusals are ``error_response`` 400s.
+    The answer is ``Web3.toHex`` of the ECIES ciphertext (``utils/encryption.py`` ``do_encrypt``): ``0x`` hex.
+
+    :param app: the Provider app (its key encrypts).
+    :param raw: the request body.
+    :param query: the query arguments (the handler's ``data``: the query when there is one).
+    :param content_type: the request's ``Content-Type`` header.
+    """
     from ecies import encrypt
     from eth_keys import keys
 
+    if content_type != "application/octet-stream":
+        return Response(400, {"error": "Invalid request content type: should be application/octet-stream"})
+    if not query.get("chainId"):
+        return Response(400, {"error": "Missing chainId query parameter."})
     public = keys.PrivateKey(bytes.fromhex(app.config.provider_key[2:])).public_key.to_hex()
-    return Response(201, raw=encrypt(public, raw).hex().encode(), headers={"Content-Type": "text/plain"})
+    ciphertext = "0x" + encrypt(public, raw).hex()
+    return Response(201, raw=ciphertext.encode(), headers={"Content-Type": "text/plain"})
 
 
 def _validate_container(body: dict[str, Any]) -> Response:

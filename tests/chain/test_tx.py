@@ -30,13 +30,16 @@ def test_reads(rpc: JsonRpcClient, sandbox: dict) -> None:
     )
     assert balance >= 10**18
     block = rpc.get_block("latest")
-    assert "baseFeePerGas" not in block  # istanbul, as barge runs it
+    assert ("baseFeePerGas" in block) == (sandbox["hardfork"] == "london")  # ocean-sandbox up's default
 
 
-def test_legacy_transactions_on_istanbul_and_receipts(rpc: JsonRpcClient, sandbox: dict) -> None:
+def test_transactions_and_receipts(rpc: JsonRpcClient, sandbox: dict) -> None:
+    """EIP-1559 fields on london (the sandbox's default), a legacy gas price on istanbul
+    (``tests/sandbox/test_hardfork.py`` runs the istanbul side)."""
     sender = TransactionSender(rpc, sandbox["other"]["key"])
     fees = sender.fee_fields()
-    assert set(fees) == {"gasPrice"}
+    london = sandbox["hardfork"] == "london"
+    assert set(fees) == ({"maxFeePerGas", "maxPriorityFeePerGas"} if london else {"gasPrice"})
     receipt = sender.transact(
         sandbox["addresses"]["Ocean"],
         abi.encode_call(abi.ERC20_APPROVE, sandbox["assets"]["dataset"]["datatoken"], 123),

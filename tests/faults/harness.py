@@ -274,6 +274,13 @@ def task_context(
 
 
 # -- funding fresh accounts (independent of the code under test) -----------------------------------------
+def legacy_gas_price(rpc_url: str) -> int:
+    """``eth_gasPrice``, raised to twice the latest base fee on a london chain (a legacy tx pays it all)."""
+    base_fee = rpc_call(rpc_url, "eth_getBlockByNumber", ["latest", False]).get("baseFeePerGas")
+    gas_price = int(rpc_call(rpc_url, "eth_gasPrice", []), 16)
+    return max(gas_price, 2 * int(base_fee, 16)) if base_fee else gas_price
+
+
 def send_transaction(
     rpc_url: str, key: str, to: str, *, value: int = 0, data: bytes = b"", gas: int = 300_000
 ) -> dict[str, Any]:
@@ -286,7 +293,7 @@ def send_transaction(
         "value": value,
         "data": data,
         "gas": gas,
-        "gasPrice": int(rpc_call(rpc_url, "eth_gasPrice", []), 16),
+        "gasPrice": legacy_gas_price(rpc_url),
         "nonce": int(rpc_call(rpc_url, "eth_getTransactionCount", [account.address, "pending"]), 16),
         "chainId": int(rpc_call(rpc_url, "eth_chainId", []), 16),
     }

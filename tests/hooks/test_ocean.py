@@ -562,7 +562,7 @@ class TestFacade:
         served.routes[("GET", "/api/services/compute")] = Reply(
             body=[status_object(status=70, dateFinished="1700000001.0", results=results)]
         )
-        served.routes[("PUT", "/api/services/compute")] = Reply(body=[status_object(status=40)])
+        served.routes[("PUT", "/api/services/compute")] = Reply(body=[status_object(status=40, stopreq=1)])
         served.routes[("DELETE", "/api/services/compute")] = Reply(body="")
         served.routes[("GET", "/api/services/computeResult")] = Reply(
             raw=b"hi\n",
@@ -570,10 +570,17 @@ class TestFacade:
         )
         created = hook()
         assert [j.job_id for j in created.list_jobs()] == [JOB_ID]
-        assert created.stop_job(JOB_ID).status == 40
+        # an ended job is not sent a stop (operator-service would mark it stopreq 1 for good): its status
+        assert created.stop_job(JOB_ID).status == 70
+        assert not served.calls("PUT", "/api/services/compute")
         created.delete_job(JOB_ID)
         [result] = created.get_results(JOB_ID)
         downloaded = created.download_result(JOB_ID, result.index, tmp_path)
         assert (tmp_path / "out.txt").read_bytes() == b"hi\n"
         assert downloaded.bytes_written == 3
         assert served.calls("DELETE", "/api/services/compute")
+        # a running job is: the answer is operator-service's read-back, stopreq already 1
+        served.routes[("GET", "/api/services/compute")] = Reply(body=[status_object(status=40)])
+        stopped = created.stop_job(JOB_ID)
+        assert (stopped.status, stopped.stopreq) == (40, 1)
+        assert served.calls("PUT", "/api/services/compute")

@@ -269,9 +269,9 @@ class TestJobs:
         while hook.get_job_status(job_id).status < 40:
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        before = hook.stop_job(job_id)
-        assert before is not None
-        assert before.stopreq == 0  # the Provider returns the status as it was
+        answered = hook.stop_job(job_id)
+        assert answered is not None
+        assert answered.stopreq == 1  # operator-service reads the status back after setting stopreq=1
         job = wait_terminal(hook, job_id, timeout=60)
         assert (job.is_stopped, job.is_succeeded, job.outcome) == (True, False, "stopped")
         hook.delete_job(job_id)

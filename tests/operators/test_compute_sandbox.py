@@ -508,15 +508,36 @@ class TestStopAndKill:
             dr = run_dag(dag)
             job_id = xcom(dr, "start")
             assert task_states(dr) == {"start": "success", "stop": "success"}, failure(dag_id, "stop")
-            before = xcom(dr, "stop")
-            assert before["job_id"] == job_id
-            assert before["date_finished"] is None
+            answered = xcom(dr, "stop")
+            assert answered["job_id"] == job_id
+            assert answered["date_finished"] is None
+            if not any_sandbox.is_node:  # operator-service reads the status back after setting stopreq=1
+                assert answered["stopreq"] == 1
             job = wait_terminal(hook, job_id, timeout=30)
             assert job.stopreq == 1
             assert job.outcome == "stopped"
             assert set(xcoms(dr, "stop")) >= {("stop", "return_value")}
         finally:
             stop_if_running(hook, job_id)
+
+    def test_stop_operator_leaves_a_finished_job_succeeded(
+        self, hook: OceanComputeHook, any_sandbox: Personality, airflow_db: str
+    ) -> None:
+        """A stop of an ended job is not sent. On Provider v4 it would mark the job ``stopreq`` 1 for good
+        (operator-service ``data_store.py`` ``stop_sql_job``: ``UPDATE jobs SET stopreq=1 WHERE
+        workflowId=%s``, no condition on the job's state): the succeeded job would read as "stopped"."""
+        job_id = any_sandbox.start_raw(hook, raw_algorithm("print('quick')"))
+        done = wait_terminal(hook, job_id, timeout=60)
+        assert done.outcome == "succeeded"
+        dag_id = unique_dag_id("stop_finished")
+        with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+            OceanComputeStopOperator(task_id="stop", job_id=job_id, on_failure_callback=record_failure)
+        dr = run_dag(dag)
+        assert task_states(dr) == {"stop": "success"}, failure(dag_id, "stop")
+        assert xcom(dr, "stop") == done.to_dict()
+        time.sleep(1.0)
+        after = hook.get_job_status(job_id)
+        assert (after.stopreq, after.outcome) == (0, "succeeded")
 
     def test_on_kill_stops_the_job_only_when_asked(
         self, hook: OceanComputeHook, any_sandbox: Personality

@@ -151,8 +151,21 @@ class RpcError(RuntimeError):
     pass
 
 
+def legacy_gas_price(gas_price: int, latest_block: dict[str, Any]) -> int:
+    """The gas price of a legacy transaction that every hardfork of the sandbox accepts.
+
+    On istanbul ``eth_gasPrice`` (1 wei); on london blocks carry a base fee that 1 wei does not cover, so at
+    least twice the latest ``baseFeePerGas`` (a legacy transaction pays its whole gas price).
+
+    :param gas_price: ``eth_gasPrice``.
+    :param latest_block: the latest block (``eth_getBlockByNumber``).
+    """
+    base_fee = latest_block.get("baseFeePerGas")
+    return max(gas_price, 2 * int(base_fee, 16)) if base_fee else gas_price
+
+
 class Chain:
-    """JSON-RPC + legacy transactions (the sandbox chain runs istanbul: no base fee, no type-2 txs)."""
+    """JSON-RPC + legacy transactions (priced over the base fee when the chain runs london)."""
 
     def __init__(self, rpc_url: str, chain_id: int) -> None:
         self.rpc_url = rpc_url
@@ -189,13 +202,18 @@ class Chain:
                 "data": data,
                 "value": value,
                 "gas": gas,
-                "gasPrice": int(self.rpc("eth_gasPrice", []), 16),
+                "gasPrice": self.gas_price(),
                 "nonce": int(self.rpc("eth_getTransactionCount", [sender, "pending"]), 16),
                 "chainId": self.chain_id,
             }
             signed = Account.sign_transaction(tx, key)
             tx_hash = self.rpc("eth_sendRawTransaction", [hex0x(signed.raw_transaction)])
         return self.receipt(tx_hash)
+
+    def gas_price(self) -> int:
+        """A legacy transaction's gas price on this chain (:func:`legacy_gas_price`)."""
+        latest = self.rpc("eth_getBlockByNumber", ["latest", False])
+        return legacy_gas_price(int(self.rpc("eth_gasPrice", []), 16), latest)
 
     def block_timestamp(self, block_number: str) -> int:
         return int(self.rpc("eth_getBlockByNumber", [block_number, False])["timestamp"], 16)

@@ -474,9 +474,14 @@ def test_crashing_algorithm_still_ends_70(make_engine: Callable[..., JobEngine],
     wait_for(lambda: not alive(leftover), timeout=2)  # like a finished pod, nothing of the job survives
     assert "exit code: 1" in result_bytes(engine, final, "publish.log").decode()
     assert engine.exit_code(job["jobId"]) == 1
-    # a stop on a finished job answers the list but marks nothing
-    assert engine.stop_jobs(OWNER, job["jobId"])[0]["status"] == 70
-    assert engine.list_jobs(OWNER, job["jobId"])[0]["stopreq"] == 0
+    # a stop on a finished job marks it for good and answers it read back (operator-service routes.py
+    # stop_compute_job: stop_sql_job sets stopreq=1 with no condition, then get_sql_status); nothing else
+    # changes
+    (answer,) = engine.stop_jobs(OWNER, job["jobId"])
+    assert {**answer, "stopreq": 0} == final
+    assert answer["stopreq"] == 1
+    time.sleep(3 * engine.tick)
+    assert engine.list_jobs(OWNER, job["jobId"]) == [answer]
 
 
 # -- stop and max duration ----------------------------------------------------------------------------
@@ -511,7 +516,8 @@ def test_stop_kills_process_group_and_still_publishes(
 
     stopped_at = time.monotonic()
     answer = engine.stop_jobs(OWNER, job_id)
-    assert [(j["jobId"], j["status"], j["stopreq"]) for j in answer] == [(job_id, 40, 0)]
+    # the answer is read back after the update: stopreq already 1, status unchanged (operator-service)
+    assert [(j["jobId"], j["status"], j["stopreq"]) for j in answer] == [(job_id, 40, 1)]
     assert engine.list_jobs(OWNER, job_id)[0]["stopreq"] == 1
     final, seen = wait_done(engine, job_id)
     elapsed = time.monotonic() - stopped_at
@@ -558,6 +564,9 @@ def test_max_job_duration_kill_sets_stopreq_2(make_engine: Callable[..., JobEngi
     # the group got SIGTERM; the shell died at once, the algorithm used its grace period to save its work
     assert result_bytes(engine, final, "cleanup.txt") == b"saved on SIGTERM"
     assert engine.exit_code(job["jobId"]) == -15  # the exit status of sh -c (the entrypoint's shell)
+    # a late stop overwrites the kill marker: operator-service data_store.py stop_sql_job is
+    # "UPDATE jobs SET stopreq=1 WHERE workflowId=%s", with no condition on the job's state or stopreq
+    assert [(j["status"], j["stopreq"]) for j in engine.stop_jobs(OWNER, job["jobId"])] == [(70, 1)]
     publish_log = result_bytes(engine, final, "publish.log").decode()
     assert "exit code: -15" in publish_log
     assert "exceeding maxtime" in publish_log
@@ -722,7 +731,7 @@ def test_stop_before_the_algorithm_starts(make_engine: Callable[..., JobEngine],
     )
     job = start_job(engine, workflow(raw_algorithm(marker)))
     answer = engine.stop_jobs(OWNER)
-    assert [(j["status"], j["stopreq"]) for j in answer] == [(1, 0)]
+    assert [(j["status"], j["stopreq"]) for j in answer] == [(1, 1)]
     engine.start()
     final, seen = wait_done(engine, job["jobId"])
     assert 40 not in seen

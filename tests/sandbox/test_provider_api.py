@@ -59,6 +59,7 @@ ENV_KEYS = {
     "feeToken",
 }
 STATUS_ORDER = [1, 20, 30, 40, 60, 70]
+CONTENT_TYPE_ERROR = "Invalid request content type: should be application/octet-stream"
 RESULTS = [
     ("summary.csv", "output"),
     ("summary.json", "output"),
@@ -292,17 +293,48 @@ def test_validate_container(lab: oc.Lab, container: dict[str, str], status: int,
     assert response.json() == expected
 
 
-def test_encrypt_answers_201_with_hex(lab: oc.Lab) -> None:
-    """§2.10: ECIES ciphertext as hex text."""
+def test_encrypt_answers_201_with_0x_hex_that_decrypts(lab: oc.Lab, sandbox: dict[str, Any]) -> None:
+    """§2.10: the Provider's ``routes/encrypt.py`` ``_encrypt`` answers 201 ``text/plain`` with
+    ``utils/encryption.py`` ``do_encrypt``'s ``Web3.toHex(ecies.encrypt(...))``: ``0x``-prefixed hex that the
+    Provider's key decrypts (and that the sandbox's DDO ``files`` reader takes as it is)."""
+    from ecies import decrypt
+
+    from ocean_sandbox.state import load_state
+
     response = requests.post(
         lab.provider.base_url + "/api/services/encrypt?chainId=8996",
-        data=b"[]",
+        data=b'[{"type":"url"}]',
         headers={"Content-Type": "application/octet-stream"},
         timeout=30,
     )
     assert response.status_code == 201
-    assert re.fullmatch(r"(0x)?[0-9a-f]+", response.text)
-    assert len(response.text) > 100
+    assert response.headers["Content-Type"] == "text/plain"
+    assert re.fullmatch(r"0x[0-9a-f]+", response.text)
+    provider_key = load_state(Path(sandbox["state_dir"]))["provider"]["key"]
+    plain = decrypt(provider_key, bytes.fromhex(response.text.removeprefix("0x")))
+    assert plain == b'[{"type":"url"}]'
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "error"),
+    [
+        ("?chainId=8996", {"Content-Type": "application/json"}, CONTENT_TYPE_ERROR),
+        ("?chainId=8996", {"Content-Type": "application/octet-stream; charset=utf-8"}, CONTENT_TYPE_ERROR),
+        ("?chainId=8996", {}, CONTENT_TYPE_ERROR),
+        ("", {"Content-Type": "application/octet-stream"}, "Missing chainId query parameter."),
+        ("?chainId=", {"Content-Type": "application/octet-stream"}, "Missing chainId query parameter."),
+        ("", {"Content-Type": "text/plain"}, CONTENT_TYPE_ERROR),  # the content type is checked first
+    ],
+)
+def test_encrypt_refusals(lab: oc.Lab, query: str, headers: dict[str, str], error: str) -> None:
+    """The Provider's ``routes/encrypt.py`` ``encrypt``: ``request.content_type`` (the whole header) must
+    equal ``application/octet-stream``, then ``request.args.get("chainId")`` must be non-empty; each refusal
+    is ``utils/error_responses.py`` ``error_response(..., 400)``: ``{"error": text}``."""
+    response = requests.post(
+        lab.provider.base_url + "/api/services/encrypt" + query, data=b"[]", headers=headers, timeout=30
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": error}
 
 
 @pytest.mark.parametrize(
@@ -708,7 +740,12 @@ def test_raw_code_of_ten_characters_fails_algorithm_provisioning(lab: oc.Lab) ->
 
 # -- 9: stop and delete; agreementId reuse -------------------------------------------------------------
 def test_stop_and_delete_a_running_job(lab: oc.Lab, sandbox: dict[str, Any]) -> None:
-    """§2.7 stop/delete; §7 rule 12: a running job blocks its agreementId, a finished one does not."""
+    """§2.7 stop/delete; §7 rule 12: a running job blocks its agreementId, a finished one does not.
+
+    The stop answer and the late stop of a finished job follow operator-service ``routes.py``
+    ``stop_compute_job`` (``stop_sql_job`` on every matching job, then ``get_sql_status``), forwarded verbatim
+    by the Provider's ``routes/compute.py`` ``computeStop``.
+    """
     user = lab.new_user({"dataset_raw": 1})
     did = sandbox["assets"]["dataset_raw"]["did"]
     sleeper = raw_meta("import time\nprint('sleeping', flush=True)\ntime.sleep(30)\n")
@@ -732,11 +769,13 @@ def test_stop_and_delete_a_running_job(lab: oc.Lab, sandbox: dict[str, Any]) -> 
 
     stop = lab.provider.stop(lab.provider.stop_params(user, job["jobId"], did))
     assert stop.status_code == 200, stop.text
-    (as_was,) = stop.json()
-    assert as_was["jobId"] == job["jobId"]
-    assert as_was["status"] == 40
-    assert as_was["stopreq"] == 0
-    assert as_was["dateFinished"] is None
+    # operator-service (routes.py stop_compute_job) sets stopreq=1 first, then reads the status back:
+    # the answer already shows stopreq 1, the status unchanged
+    (as_read_back,) = stop.json()
+    assert as_read_back["jobId"] == job["jobId"]
+    assert as_read_back["status"] == 40
+    assert as_read_back["stopreq"] == 1
+    assert as_read_back["dateFinished"] is None
     stopped_at = time.monotonic()
     finished, _ = lab.provider.wait_finished(user.address, job["jobId"], timeout=15)
     assert time.monotonic() - stopped_at < 10
@@ -766,10 +805,43 @@ def test_stop_and_delete_a_running_job(lab: oc.Lab, sandbox: dict[str, Any]) -> 
     )
     assert again["agreementId"] == tx
     assert again["jobId"] != job["jobId"]
-    assert lab.provider.wait_finished(user.address, again["jobId"])[0]["status"] == 70
+    done, _ = lab.provider.wait_finished(user.address, again["jobId"])
+    assert (done["status"], done["stopreq"]) == (70, 0)
+
+    # a late stop marks the finished job for good (operator-service data_store.py stop_sql_job: "UPDATE jobs
+    # SET stopreq=1 WHERE workflowId=%s", no condition on dateFinished), answered as read back; nothing else
+    late = lab.provider.stop(lab.provider.stop_params(user, again["jobId"], did))
+    assert late.status_code == 200, late.text
+    assert late.json() == [{**done, "stopreq": 1}]
+    time.sleep(1)
+    assert lab.provider.status(user.address, again["jobId"]).json() == [{**done, "stopreq": 1}]
 
 
 # -- 10: paid environment -------------------------------------------------------------------------------
+def test_provider_fee_amount_is_rounded_as_the_provider_does(lab: oc.Lab) -> None:
+    """§4 amount, with the Provider's rounding: ``utils/provider_fees.py`` ``get_provider_fee_amount``
+    computes ``float(seconds * float(priceMin) / 60)`` and returns ``utils/currency.py``
+    ``parse_units(str(amount), decimals)`` (the float's text as a ``Decimal``, truncated). 599 s at 0.5
+    OCEAN/minute gives ``4.991666666666666`` → ``4991666666666666000`` (exact arithmetic: ``…666``)."""
+    from ocean_sandbox.provider import fee_units
+
+    expected = 4991666666666666000
+    assert fee_units(599, "0.5", 18) == expected
+    offset = requests.get(lab.provider.base_url + "/sandbox/admin/clock", timeout=30).json()["offset"]
+    for _attempt in range(3):
+        # validUntil 600 s after the Provider's current second, sent early in that second: 599 whole seconds
+        while not 0.02 < (time.time() + offset) % 1 < 0.2:
+            time.sleep(0.01)
+        valid_until = int(time.time() + offset) + 600
+        response = lab.initialize([lab.ref("dataset")], lab.ref("algorithm"), lab.paid_env, valid_until)
+        assert response.status_code == 200, response.text
+        amount = int(response.json()["datasets"][0]["providerFee"]["providerFeeAmount"])
+        if amount == expected:
+            return
+        assert amount == fee_units(598, "0.5", 18), amount  # the quote crossed a second boundary: try again
+    pytest.fail("no quote was computed within the second it was asked in")
+
+
 def test_paid_environment_fee_is_charged_once(lab: oc.Lab, sandbox: dict[str, Any]) -> None:
     """§4 fee formula + one carrier; docs/reference/contracts-and-payment.md §2.1 approvals; §7 rule 11/12."""
     user = lab.new_user({"dataset": 2, "algorithm": 1}, ocean=100)

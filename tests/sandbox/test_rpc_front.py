@@ -236,13 +236,14 @@ def test_a_future_nonce_broadcast_is_answered_at_once_and_mined_once_the_gap_is_
     rpc_url = sandbox["rpc_url"]
     account = Account.create()
     harness.send_transaction(rpc_url, sandbox["other"]["key"], account.address, value=10**18, gas=21_000)
+    price = harness.legacy_gas_price(rpc_url)  # 1 wei on istanbul; over the base fee on london
 
     def broadcast(nonce: int, value: int = 1) -> tuple[dict, float, str]:
         tx = {
             "to": account.address,
             "value": value,
             "gas": 21_000,
-            "gasPrice": 1,
+            "gasPrice": price,
             "nonce": nonce,
             "chainId": 8996,
         }
