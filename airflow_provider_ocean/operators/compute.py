@@ -580,9 +580,8 @@ def _without_orders(payment: dict[str, Any], txs: set[str]) -> dict[str, Any]:
 
 
 class OceanComputeStopOperator(BaseOperator):
-    """Request a stop of an Ocean compute job (the job then ends with ``stopreq == 1``).
-
-    An ended job is left as it is (no stop sent: a succeeded job stays succeeded; see ``hook.stop_job``).
+    """Request a stop of an Ocean compute job (it then ends with ``stopreq == 1``); an ended job is left as
+    it is (no stop sent: a succeeded job stays succeeded; see ``hook.stop_job``).
 
     :param job_id: the job id (templated), e.g. ``"{{ ti.xcom_pull('start') }}"``.
     :param ocean_conn_id: the Ocean connection (templated).
