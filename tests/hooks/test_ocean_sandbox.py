@@ -394,6 +394,60 @@ class TestDatatokenAcquisition:
         assert wait_terminal(fresh_hook, result["job_id"]).is_succeeded
 
 
+class TestPublishedPricing:
+    """``ocean-sandbox publish --pricing dispenser|fixed`` gives assets a new wallet can buy access to."""
+
+    def test_dispenser_priced_dataset(self, fresh_hook, sandbox, tmp_path):
+        from tests.dags.test_publish_own import CSV, publish
+
+        (tmp_path / "dispensed.csv").write_text(CSV)
+        asset = publish(
+            sandbox,
+            "dataset",
+            str(tmp_path / "dispensed.csv"),
+            "--allow-raw-algorithm",
+            "--pricing",
+            "dispenser",
+        )
+        with pytest.raises(OceanInsufficientFundsError, match="acquisition is off"):
+            fresh_hook.pay_for_compute([asset["did"]], RAW_WRITE)
+        result = fresh_hook.run_compute([asset["did"]], RAW_WRITE, acquire_datatokens="dispenser")
+        assert actions(result["payment"]) == ["start"]
+        assert wait_terminal(fresh_hook, result["job_id"]).is_succeeded
+
+    def test_fixed_rate_priced_dataset(self, fresh_hook, sandbox, tmp_path):
+        from airflow_provider_ocean.chain.rpc import JsonRpcClient
+        from airflow_provider_ocean.chain.tx import TransactionSender
+        from tests.dags.test_publish_own import CSV, publish
+
+        (tmp_path / "priced.csv").write_text(CSV)
+        asset = publish(
+            sandbox,
+            "dataset",
+            str(tmp_path / "priced.csv"),
+            "--allow-raw-algorithm",
+            "--pricing",
+            "fixed",
+            "--price",
+            "2",
+        )
+        ocean = sandbox["addresses"]["Ocean"]
+        other = TransactionSender(JsonRpcClient(sandbox["rpc_url"]), sandbox["other"]["key"])
+        other.transact(
+            ocean, abi.encode_call("transfer(address,uint256)", fresh_hook.consumer_address, 5 * ONE)
+        )
+        with pytest.raises(OceanInsufficientFundsError, match="above the limit"):
+            fresh_hook.pay_for_compute(
+                [asset["did"]], RAW_WRITE, acquire_datatokens="fixed_rate", max_datatoken_price=ONE
+            )
+        result = fresh_hook.run_compute(
+            [asset["did"]], RAW_WRITE, acquire_datatokens="fixed_rate", max_datatoken_price=3 * ONE
+        )
+        spent = 5 * ONE - balance(fresh_hook, ocean)
+        assert 2 * ONE <= spent <= 3 * ONE  # the published price plus the exchange's fees
+        assert wait_terminal(fresh_hook, result["job_id"]).is_succeeded
+
+
 class TestProviderBehaviour:
     def test_tampered_fee_is_caught_by_the_dry_run(self, hook, sandbox, monkeypatch):
         original = hook.provider.initialize_compute
