@@ -74,6 +74,9 @@ NONCE_TAKEN = (
     "mining has already started",
     "transaction replaced by better transaction",
 )
+#: ganache's answer when its pool already holds a transaction with this nonce (and geth's for a price under
+#: its floor): the nonce is taken only when the pending count has moved past it.
+UNDERPRICED = ("transaction underpriced",)
 #: Answers meaning "the node already has this very transaction" (same hash: ours, since every signed
 #: transaction carries a random gas salt): it was sent.
 ALREADY_KNOWN = (
@@ -347,13 +350,15 @@ class TransactionSender:
                 except RpcError as exc:
                     if is_already_known(exc):
                         break
-                    if attempt < NONCE_ATTEMPTS and is_nonce_taken(exc):
+                    taken = is_nonce_taken(exc)
+                    if attempt < NONCE_ATTEMPTS and (taken or is_underpriced(exc)):
                         tried = tx["nonce"]
                         time.sleep(random.uniform(0.0, 0.05 * attempt))  # noqa: S311 - jitter only
                         pending = self.rpc.get_transaction_count(self.address, "pending")
-                        tx["nonce"] = max(pending, tried + 1)
-                        log.info("Nonce %s was taken (%s); using %s", tried, exc.rpc_message, tx["nonce"])
-                        continue
+                        if taken or pending > tried:  # underpriced: taken if another tx holds the nonce
+                            tx["nonce"] = max(pending, tried + 1)
+                            log.info("Nonce %s was taken (%s); using %s", tried, exc.rpc_message, tx["nonce"])
+                            continue
                     self._next_nonce = None
                     raise
                 break
@@ -521,6 +526,15 @@ class TransactionSender:
     def transact(self, to: str | None, data: bytes, **kwargs: Any) -> dict[str, Any]:
         """Send a transaction and wait for its successful receipt."""
         return self.wait(self.send(to, data, **kwargs))
+
+
+def is_underpriced(error: RpcError) -> bool:
+    """Whether a broadcast was refused as underpriced (:data:`UNDERPRICED`): a taken nonce on ganache.
+
+    :param error: the node's answer to ``eth_sendRawTransaction``.
+    """
+    message = error.rpc_message.lower()
+    return any(text in message for text in UNDERPRICED) and not is_nonce_taken(error)
 
 
 def is_nonce_taken(error: RpcError) -> bool:
