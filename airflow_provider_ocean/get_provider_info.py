@@ -6,6 +6,12 @@ from typing import Any
 
 from airflow_provider_ocean import __version__
 
+#: the choices of the enumerated extras, the first one the default
+SCHEMES = ("https", "http")
+BACKENDS = ("auto", "provider_v4", "ocean_node")
+
+#: the extras of the connection form, as JSON schemas (Airflow 3's form: ``enum`` -> a select preset to
+#: ``default``, ``minimum``/``maximum`` -> bounds of a number input, ``examples`` -> suggestions)
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "rpc_url": {
         "label": "RPC URL",
@@ -15,7 +21,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "chain_id": {
         "label": "Chain ID",
         "description": "Decimal chain id (8996 for the local sandbox); checked against the RPC and Provider.",
-        "schema": {"type": ["integer", "null"]},
+        "schema": {"type": ["integer", "null"], "minimum": 1},
     },
     "aquarius_url": {
         "label": "Aquarius URL",
@@ -28,18 +34,19 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "scheme": {
         "label": "Scheme",
-        "description": "http or https, used when Provider URL has no scheme (default https).",
-        "schema": {"type": ["string", "null"], "examples": ["https"]},
+        "description": "https or http, used when Provider URL has no scheme.",
+        "schema": {"type": ["string", "null"], "enum": list(SCHEMES), "default": "https"},
     },
     "backend": {
         "label": "Backend",
-        "description": "auto (detect from GET /), provider_v4 or ocean_node.",
-        "schema": {"type": ["string", "null"], "examples": ["auto"]},
+        "description": "auto detects the server from GET /; provider_v4 or ocean_node fix it.",
+        "schema": {"type": ["string", "null"], "enum": list(BACKENDS), "default": "auto"},
     },
     "timeout": {
         "label": "Request timeout (s)",
-        "description": "Read timeout for ordinary requests (start and initializeCompute use at least 180 s).",
-        "schema": {"type": ["number", "null"]},
+        "description": "Read timeout for ordinary requests, 1-600 s (start and initializeCompute use at "
+        "least 180 s).",
+        "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 600, "default": 30},
     },
     "verify_ssl": {
         "label": "Verify TLS",
@@ -102,9 +109,6 @@ def get_provider_info() -> dict[str, Any]:
                         "rpc_url": "http://127.0.0.1:8545",
                         "chain_id": "8996",
                         "aquarius_url": "https://v4.aquarius.oceanprotocol.com",
-                        "backend": "auto",
-                        "scheme": "https",
-                        "timeout": "30",
                     },
                 },
             }

@@ -6,8 +6,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import airflow
 import jsonschema
@@ -107,3 +111,48 @@ def test_every_extra_link_of_an_operator_is_listed():
                         f"{type(link).__module__}.{type(link).__name__}" for link in cls.operator_extra_links
                     }
     assert used == listed
+
+
+def _airflow_cli(home: Path, *args: str) -> list[dict[str, Any]]:
+    """Run ``airflow <args> -o json`` in its own AIRFLOW_HOME (no metadata DB needed); return the rows."""
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+    }
+    airflow_cli = str(Path(sys.executable).with_name("airflow"))
+    result = subprocess.run(
+        [airflow_cli, *args, "-o", "json"], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(result.stdout[result.stdout.index("[") :])
+    assert isinstance(rows, list)
+    return rows
+
+
+class TestAirflowCli:
+    """What Airflow's own CLI shows of the provider (``airflow providers ...``, a real process)."""
+
+    def test_lists_the_providers_triggers_links_and_hooks(self, tmp_path: Path) -> None:
+        info = get_provider_info()
+        triggers = _airflow_cli(tmp_path, "providers", "triggers")
+        ours = {row["class"] for row in triggers if row["package_name"] == "airflow-provider-ocean"}
+        assert ours == {m for entry in info["triggers"] for m in entry["python-modules"]}
+        assert {row["integration_name"] for row in triggers if row["class"] in ours} == {"Ocean Protocol"}
+
+        links = {row["extra_link_class_name"] for row in _airflow_cli(tmp_path, "providers", "links")}
+        assert set(info["extra-links"]) <= links
+
+        hooks = [
+            row for row in _airflow_cli(tmp_path, "providers", "hooks") if row["connection_type"] == "ocean"
+        ]
+        assert hooks == [
+            {
+                "connection_type": "ocean",
+                "class": "airflow_provider_ocean.hooks.ocean.OceanComputeHook",
+                "conn_id_attribute_name": "ocean_conn_id",
+                "package_name": "airflow-provider-ocean",
+                "hook_name": "Ocean Protocol",
+            }
+        ]

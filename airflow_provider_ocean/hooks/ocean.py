@@ -96,22 +96,36 @@ class OceanComputeHook(BaseHook):
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Extra connection form fields for Airflow versions without declarative ``conn-fields``."""
         try:
-            from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+            from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
             from flask_babel import lazy_gettext
-            from wtforms import BooleanField, StringField
+            from wtforms import BooleanField, DecimalField, IntegerField, SelectField, StringField
+            from wtforms.validators import NumberRange, Optional
         except ImportError:
             return {}
         from airflow_provider_ocean.get_provider_info import CONN_FIELDS as FIELDS
 
         widgets: dict[str, Any] = {}
         for name, spec in FIELDS.items():
-            label = lazy_gettext(spec["label"])
-            if "boolean" in spec["schema"].get("type", []):
-                widgets[name] = BooleanField(label, default=spec["schema"].get("default", True))
-            else:
-                widgets[name] = StringField(
-                    label, widget=BS3TextFieldWidget(), description=spec["description"]
+            label, schema, description = lazy_gettext(spec["label"]), spec["schema"], spec["description"]
+            types = schema.get("type", [])
+            bounds = [Optional(), NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))]
+            if "enum" in schema:  # a choice with a default, never an empty select
+                widgets[name] = SelectField(
+                    label,
+                    choices=[(v, v) for v in schema["enum"]],
+                    default=schema["default"],
+                    widget=Select2Widget(),
+                    description=description,
                 )
+            elif "boolean" in types:
+                widgets[name] = BooleanField(label, default=schema.get("default", True))
+            elif "integer" in types or "number" in types:
+                number = IntegerField if "integer" in types else DecimalField
+                widgets[name] = number(
+                    label, validators=bounds, default=schema.get("default"), description=description
+                )
+            else:
+                widgets[name] = StringField(label, widget=BS3TextFieldWidget(), description=description)
         return widgets
 
     # -- the connection and the backend -----------------------------------------------------------------

@@ -26,6 +26,7 @@ from airflow_provider_ocean.get_provider_info import CONN_FIELDS, get_provider_i
 from airflow_provider_ocean.hooks.ocean import OceanComputeHook, OceanConnectionSettings
 from airflow_provider_ocean.models import ComputeEnvironment
 from airflow_provider_ocean.records import split_transfer_tx_ids as _tx_ids
+from airflow_provider_ocean.settings import DEFAULT_TIMEOUT, SUPPORTED_BACKENDS
 from tests.wire.test_provider_v4 import (
     ADDRESS,
     ALGO_DID,
@@ -250,22 +251,72 @@ class TestUi:
         class BooleanField(Field):
             pass
 
+        class SelectField(Field):
+            pass
+
+        class IntegerField(Field):
+            pass
+
+        class DecimalField(Field):
+            pass
+
+        class NumberRange:
+            def __init__(self, min: Any = None, max: Any = None) -> None:  # noqa: A002
+                self.min, self.max = min, max
+
         monkeypatch.setitem(sys.modules, "flask_appbuilder", types.ModuleType("flask_appbuilder"))
         fieldwidgets = types.ModuleType("flask_appbuilder.fieldwidgets")
         fieldwidgets.BS3TextFieldWidget = lambda: "widget"  # type: ignore[attr-defined]
+        fieldwidgets.Select2Widget = lambda: "select"  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "flask_appbuilder.fieldwidgets", fieldwidgets)
         babel = types.ModuleType("flask_babel")
         babel.lazy_gettext = lambda text: text  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "flask_babel", babel)
         wtforms = types.ModuleType("wtforms")
-        wtforms.StringField = StringField  # type: ignore[attr-defined]
-        wtforms.BooleanField = BooleanField  # type: ignore[attr-defined]
+        for cls in (StringField, BooleanField, SelectField, IntegerField, DecimalField):
+            setattr(wtforms, cls.__name__, cls)
         monkeypatch.setitem(sys.modules, "wtforms", wtforms)
+        validators = types.ModuleType("wtforms.validators")
+        validators.NumberRange = NumberRange  # type: ignore[attr-defined]
+        validators.Optional = lambda: "optional"  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "wtforms.validators", validators)
         widgets = OceanComputeHook.get_connection_form_widgets()
         assert set(widgets) == set(CONN_FIELDS)
         assert isinstance(widgets["verify_ssl"], BooleanField)
         assert isinstance(widgets["rpc_url"], StringField)
         assert widgets["rpc_url"].label == "RPC URL"
+        for name, choices, default in (
+            ("scheme", ["https", "http"], "https"),
+            ("backend", ["auto", "provider_v4", "ocean_node"], "auto"),
+        ):
+            assert isinstance(widgets[name], SelectField)
+            assert [value for value, _ in widgets[name].kwargs["choices"]] == choices
+            assert widgets[name].kwargs["default"] == default
+        assert isinstance(widgets["chain_id"], IntegerField)
+        assert isinstance(widgets["timeout"], DecimalField)
+        timeout_range = widgets["timeout"].kwargs["validators"][1]
+        assert (timeout_range.min, timeout_range.max) == (1, 600)
+        assert widgets["timeout"].kwargs["default"] == 30
+
+    def test_enumerated_extras_are_choices_with_a_default_the_settings_accept(self, monkeypatch):
+        """No enumerated field of the form can read ``null``: each has ``enum`` and a ``default`` in it,
+        and every choice (and the default timeout) parses as the settings read it."""
+        for name in ("scheme", "backend"):
+            schema = CONN_FIELDS[name]["schema"]
+            assert schema["default"] in schema["enum"]
+            assert "examples" not in schema
+        assert set(CONN_FIELDS["backend"]["schema"]["enum"]) <= set(SUPPORTED_BACKENDS)
+        timeout = CONN_FIELDS["timeout"]["schema"]
+        assert timeout["minimum"] <= timeout["default"] == DEFAULT_TIMEOUT <= timeout["maximum"]
+        assert CONN_FIELDS["chain_id"]["schema"]["minimum"] == 1
+        for scheme in CONN_FIELDS["scheme"]["schema"]["enum"]:
+            for backend in CONN_FIELDS["backend"]["schema"]["enum"]:
+                set_conn(
+                    monkeypatch, host="provider.example.com", extra={"scheme": scheme, "backend": backend}
+                )
+                settings = hook().settings
+                assert settings.provider_url == f"{scheme}://provider.example.com"
+                assert settings.backend == backend
 
 
 class TestHelpers:

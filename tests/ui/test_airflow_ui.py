@@ -1,8 +1,10 @@
 """The provider as a person sees it in the Airflow 3 UI, checked in headless Chromium.
 
 1. The add-connection form offers the ``ocean`` type with the labels, placeholders, descriptions and
-   hidden fields that ``get_provider_info()`` declares.
-2. A connection created through that form and pointing at the sandbox passes "Test Connection".
+   hidden fields that ``get_provider_info()`` declares; enumerated extras are selects preset to their
+   default with exactly the declared choices, numbers have their bounds, and no field reads ``null``.
+2. A connection created through that form and pointing at the sandbox stores the defaults of the fields
+   left alone and passes "Test Connection".
 3. After ``airflow dags test ocean_compute_example``, the finished ``pay_and_start`` task shows the
    "Ocean job status" extra link with the Provider's status URL of that job.
 4. The run's results manifest lists the plot (``summary.png``) the sample algorithm drew.
@@ -31,6 +33,8 @@ from tests.ui.support import DAG_ID, AirflowUI, decode_png, note, save_screensho
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
 CONN_ID = "ocean_ui"
+#: what Airflow 3.3's select shows when it holds no value
+PLACEHOLDER = "Select Value"
 WAIT = 30
 
 
@@ -82,6 +86,34 @@ def _open_add_form(driver: Any, ui: AirflowUI) -> Any:
 def _expand(driver: Any, dialog: Any, title: str) -> None:
     dialog.find_element(By.XPATH, f".//button[normalize-space()='{title}']").click()
     time.sleep(0.3)  # accordion animation
+
+
+def _select_value(driver: Any, dialog: Any, name: str) -> str:
+    """The value a select (``FieldDropdown``: react-select in Airflow 3.3, root ``#element_<name>``)
+    submits (its hidden input), checked against what it shows (the value, or the placeholder if none)."""
+    root = _dialog(driver).find_element(By.ID, f"element_{name}")
+    submitted = str(
+        root.find_element(By.CSS_SELECTOR, f"input[type=hidden][name=element_{name}]").get_attribute("value")
+    )
+    shown = str(root.text).strip()
+    assert shown == submitted or (not submitted and shown == PLACEHOLDER), (name, shown, submitted)
+    return submitted
+
+
+def _select_choices(driver: Any, dialog: Any, name: str) -> list[str]:
+    """Open a select, read its options, close it again."""
+    box = _dialog(driver).find_element(By.CSS_SELECTOR, f"#element_{name} input[role=combobox]")
+    box.click()
+    items = _wait(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "[id^='react-select'][id*='-option-']") or False,
+        message=f"the {name} select shows no options",
+    )
+    choices = [str(item.text).strip() for item in items]
+    # close the menu by moving the focus away (Escape would close the whole dialog)
+    _dialog(driver).find_element(By.XPATH, ".//*[normalize-space()='Add Connection']").click()
+    _wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "[id^='react-select'][id*='-option-']"))
+    return choices
 
 
 def _fill(field: Any, value: str) -> None:
@@ -164,7 +196,38 @@ def test_connection_form_shows_ocean_fields(driver: Any, airflow_ui: AirflowUI) 
         # Airflow 3.3's form renders only schema "examples" (as a datalist) for extra fields; the
         # ui-field-behaviour placeholders of extras never reach the UI.
         note(f"extra-field placeholders not rendered by this Airflow UI: {', '.join(missing_placeholders)}")
+
+    # enumerated extras: a select preset to its default, offering exactly the declared choices
+    for name, spec in ocean["conn-fields"].items():
+        if "enum" in spec["schema"]:
+            assert _select_value(driver, dialog, name) == spec["schema"]["default"], name
     save_screenshot(driver, airflow_ui.screenshots, "connection-form-extra", dialog)
+    for name, spec in ocean["conn-fields"].items():
+        if "enum" in spec["schema"]:
+            assert _select_choices(driver, dialog, name) == spec["schema"]["enum"], name
+            assert _select_value(driver, dialog, name) == spec["schema"]["default"], name  # still
+    dialog = _dialog(driver)
+    # numbers: bounded inputs preset to their default (if any)
+    for name, spec in ocean["conn-fields"].items():
+        schema = spec["schema"]
+        if "minimum" in schema or "maximum" in schema:
+            field = dialog.find_element(By.NAME, f"element_{name}")
+            assert field.get_attribute("aria-valuemin") == str(schema["minimum"]), name
+            if "maximum" in schema:
+                assert field.get_attribute("aria-valuemax") == str(schema["maximum"]), name
+            if "default" in schema:
+                assert field.get_attribute("value") == str(schema["default"]), name
+    # nothing in the form reads "null": not a select's text, not an input's value
+    assert "null" not in dialog.text.split(), dialog.text
+    for field in dialog.find_elements(By.CSS_SELECTOR, "input, select, textarea"):
+        assert field.get_attribute("value") != "null", field.get_attribute("name")
+    # a select cleared with its x shows the placeholder and submits nothing (unset: the default), no null
+    for name, spec in ocean["conn-fields"].items():
+        if "enum" in spec["schema"]:
+            root = _dialog(driver).find_element(By.ID, f"element_{name}")
+            root.find_element(By.CSS_SELECTOR, "button[aria-label='Clear selected options']").click()
+            _wait(driver, lambda d, n=name: _select_value(d, None, n) == "", message=f"{name} not cleared")
+            assert "null" not in _dialog(driver).find_element(By.ID, f"element_{name}").text, name
 
 
 def test_connection_created_in_form_passes_test_connection(driver: Any, airflow_ui: AirflowUI) -> None:
@@ -189,6 +252,10 @@ def test_connection_created_in_form_passes_test_connection(driver: Any, airflow_
         box["chain_id"],
         box["aquarius_url"],
     )
+    # the untouched choices and numbers are stored as their defaults, never as null
+    for name, spec in _ocean_type()["conn-fields"].items():
+        if "default" in spec["schema"]:
+            assert extra.get(name) == spec["schema"]["default"], (name, extra)
 
     kind, text = _click_test(driver, airflow_ui)
     if kind != "success":
