@@ -331,6 +331,20 @@ class StartOperatorLineageMixin:
     """``get_openlineage_facets_on_*`` of ``OceanComputeStartOperator`` (see
     :func:`start_operator_lineage`)."""
 
+    task_id: str
+    payment: dict[str, Any] | None
+
+    def keep_payment_for_lineage(self, context: Any, key: str) -> None:
+        """Read this task instance's payment back from XCom (a task resumed after a deferral did not pay in
+        this process); called in the task, not in the listener.
+
+        :param context: the task's context.
+        :param key: the payment's XCom key.
+        """
+        ti = context["ti"]
+        found = ti.xcom_pull(task_ids=self.task_id, key=key, map_indexes=getattr(ti, "map_index", -1))
+        self.payment = found if isinstance(found, dict) else None
+
     def get_openlineage_facets_on_start(self) -> OperatorLineage:
         """The inputs and the algorithm (no job yet)."""
         return start_operator_lineage(self)

@@ -373,3 +373,23 @@ def test_no_key_signature_or_signed_url_in_any_event(
     assert "signature=" not in text.lower()
     assert "nonce" not in text.lower()
     print(f"lineage run: {lineage_run.seconds:.1f} s, {len(lineage_run.events)} events")
+
+
+def test_a_resumed_start_reads_its_payment_back_in_the_task() -> None:
+    """After a deferral the payment is read from XCom in the task (the listener never reads XCom)."""
+    from airflow_provider_ocean.lineage import StartOperatorLineageMixin
+
+    pulled: list[dict[str, Any]] = []
+
+    class Ti:
+        map_index = 3
+
+        def xcom_pull(self, **kwargs: Any) -> Any:
+            pulled.append(kwargs)
+            return PAYMENT
+
+    mixin = StartOperatorLineageMixin()
+    mixin.task_id = "start"
+    mixin.keep_payment_for_lineage({"ti": Ti()}, "ocean_payment")
+    assert mixin.payment is PAYMENT
+    assert pulled == [{"task_ids": "start", "key": "ocean_payment", "map_indexes": 3}]

@@ -544,7 +544,7 @@ class OceanComputeStartOperator(StartOperatorLineageMixin, OceanJobWaiter, Resum
         """Resume after the trigger fired: succeed with the job id, or stop/fail."""
         job = self._complete(event)
         self.job_id = job.job_id
-        self.payment = context["ti"].xcom_pull(task_ids=self.task_id, key=PAYMENT_XCOM_KEY)  # lineage
+        self.keep_payment_for_lineage(context, PAYMENT_XCOM_KEY)
         return self._finish(job, context)
 
     def on_kill(self) -> None:
