@@ -67,6 +67,59 @@ def uri_namespace_name(uri: str) -> tuple[str, str]:
     return f"{parts.scheme}://{host}", parts.path.lstrip("/") or "/"
 
 
+#: Seconds a lineage read (a DDO, a job status) may take: one attempt, no retry (the listener waits for it).
+READ_TIMEOUT = 5.0
+
+
+def _reader(operator: Any) -> OceanComputeHook:
+    """A hook for the lineage's reads: the operator's connection (reused when the task already read it),
+    a short timeout and a single attempt, so that an unreachable server costs seconds, not a retry policy.
+
+    :param operator: the start operator.
+    """
+    from airflow_provider_ocean.hooks.ocean import OceanComputeHook
+
+    reader = OceanComputeHook(operator.ocean_conn_id, timeout=READ_TIMEOUT, retry_limit=1)
+    hook = operator.__dict__.get("hook")  # a cached_property: only when the task built it
+    if hook is not None and "_connection" in hook.__dict__:
+        reader.__dict__["_connection"] = hook.__dict__["_connection"]
+    return reader
+
+
+#: Seconds the listener may wait for the connection when the task has not read it yet (its START).
+CONNECTION_WAIT = 3.0
+
+
+def _connection_ready(reader: OceanComputeHook) -> bool:
+    """Read the connection in a daemon thread, waiting at most :data:`CONNECTION_WAIT` seconds.
+
+    Under ``airflow dags test`` the listener's forked child cannot reach the in-process supervisor, so a
+    connection stored in the metadata DB never arrives there; the START event then goes without the reads
+    that need it rather than holding the task until the listener's ``execution_timeout``.
+
+    :param reader: the lineage's hook.
+    """
+    import threading
+
+    if "_connection" in reader.__dict__:
+        return True
+    outcome: list[bool] = []
+
+    def read() -> None:
+        try:
+            outcome.append(reader._connection is not None)
+        except Exception as exc:
+            log.debug("OpenLineage: no connection %s (%s)", reader.ocean_conn_id, exc)
+            outcome.append(False)
+
+    thread = threading.Thread(target=read, name="ocean-lineage-connection", daemon=True)
+    thread.start()
+    thread.join(CONNECTION_WAIT)
+    if not outcome:
+        log.info("OpenLineage: connection %s not readable from the listener in time", reader.ocean_conn_id)
+    return bool(outcome and outcome[0])
+
+
 def _chain_id(hook: OceanComputeHook, payment: dict[str, Any] | None) -> int | None:
     if payment and payment.get("chain_id"):
         return int(payment["chain_id"])
@@ -242,7 +295,11 @@ def start_operator_lineage(operator: Any, task_instance: Any = None) -> Operator
 
     from airflow_provider_ocean.lineage_facets import OceanComputeRunFacet
 
-    hook: OceanComputeHook = operator.hook
+    hook = _reader(operator)
+    if not _connection_ready(hook):
+        return OperatorLineage(
+            run_facets={"ocean_compute": OceanComputeRunFacet(environment=operator.environment)}
+        )
     payment = getattr(operator, "payment", None) if task_instance is not None else None
     payment = payment if isinstance(payment, dict) else None
     chain_id = _chain_id(hook, payment)

@@ -101,6 +101,10 @@ class _Settings:
 
 class _Hook:
     settings = _Settings()
+    ocean_conn_id = "ocean_default"
+
+    def __init__(self) -> None:
+        self._connection = object()  # already read
 
     def get_ddo(self, did: str) -> dict[str, Any]:
         return {"id": did, "metadata": {"name": "Data"}, "services": [{"id": "svc", "type": "compute"}]}
@@ -108,7 +112,7 @@ class _Hook:
 
 class _Operator:
     task_id = "start"
-    hook = _Hook()
+    ocean_conn_id = "ocean_default"
     environment = None
     job_id = None
     datasets = [
@@ -122,7 +126,7 @@ class _Operator:
             }
         },
     ]
-    algorithm = {
+    algorithm: dict[str, Any] = {
         "rawcode": "print(1)",
         "algocustomdata": {"token": "s3cr3t"},
         "container": {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim", "checksum": ""},
@@ -158,9 +162,12 @@ PAYMENT: dict[str, Any] = {
 }
 
 
-def test_start_lineage_without_a_sandbox() -> None:
+def test_start_lineage_without_a_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("airflow.providers.openlineage")
+    from airflow_provider_ocean import lineage
     from airflow_provider_ocean.lineage import start_operator_lineage
+
+    monkeypatch.setattr(lineage, "_reader", lambda operator: _Hook())
 
     operator = _Operator()
     assert start_operator_lineage(operator).run_facets["ocean_compute"].orders == []  # on start
@@ -393,3 +400,45 @@ def test_a_resumed_start_reads_its_payment_back_in_the_task() -> None:
     mixin.keep_payment_for_lineage({"ti": Ti()}, "ocean_payment")
     assert mixin.payment is PAYMENT
     assert pulled == [{"task_ids": "start", "key": "ocean_payment", "map_indexes": 3}]
+
+
+def test_lineage_reads_reuse_the_tasks_connection_with_one_short_attempt() -> None:
+    from airflow_provider_ocean.hooks.ocean import OceanComputeHook
+    from airflow_provider_ocean.lineage import READ_TIMEOUT, _reader
+
+    class Operator:
+        ocean_conn_id = "some_conn"
+
+    operator = Operator()
+    fresh = _reader(operator)
+    assert (fresh.ocean_conn_id, fresh.timeout, fresh.retry_limit) == ("some_conn", READ_TIMEOUT, 1)
+    assert "_connection" not in fresh.__dict__
+    task_hook = OceanComputeHook("some_conn")
+    task_hook.__dict__["_connection"] = connection = object()
+    operator.__dict__["hook"] = task_hook
+    assert _reader(operator).__dict__["_connection"] is connection  # not read again in the listener
+
+
+def test_a_connection_the_listener_cannot_read_costs_seconds_not_the_start_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under ``airflow dags test`` a DB connection never reaches the listener's forked child."""
+    pytest.importorskip("airflow.providers.openlineage")
+    import threading
+
+    from airflow_provider_ocean import lineage
+
+    class Blocked:
+        ocean_conn_id = "ocean_default"
+
+        @property
+        def _connection(self) -> Any:
+            threading.Event().wait(30)
+
+    monkeypatch.setattr(lineage, "_reader", lambda operator: Blocked())
+    monkeypatch.setattr(lineage, "CONNECTION_WAIT", 0.2)
+    started = time.monotonic()
+    found = lineage.start_operator_lineage(_Operator())
+    assert time.monotonic() - started < 2
+    assert found.inputs == []
+    assert found.run_facets["ocean_compute"].jobId is None
