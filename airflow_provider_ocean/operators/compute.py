@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 
+from airflow_provider_ocean.lineage import StartOperatorLineageMixin
 from airflow_provider_ocean.links import OceanDatasetLink, OceanJobStatusLink, ddo_url, job_status_url
 from airflow_provider_ocean.operators.resumable import ResumableJobMixin, VariableStateStore
 from airflow_provider_ocean.waiting import OceanJobWaiter
@@ -89,7 +90,7 @@ def _did_of(item: Any) -> str | None:
     return getattr(item, "did", None)
 
 
-class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator):
+class OceanComputeStartOperator(StartOperatorLineageMixin, OceanJobWaiter, ResumableJobMixin, BaseOperator):
     """Pay for (or reuse the orders of) and start an Ocean compute-to-data job; optionally wait for it.
 
     Exactly once under retries and crashes (``durable=True``, the default):
@@ -457,6 +458,7 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
         if journal:
             self._state_delete(context, PENDING_ORDERS_STATE_KEY)
         context["ti"].xcom_push(key=PAYMENT_XCOM_KEY, value=payment)
+        self.payment = payment  # for the OpenLineage run facet (lineage.py), read without XCom
         for order in _orders(payment):
             self.log.info(
                 "Paid: %s %s -> %s (%s)",
@@ -542,6 +544,7 @@ class OceanComputeStartOperator(OceanJobWaiter, ResumableJobMixin, BaseOperator)
         """Resume after the trigger fired: succeed with the job id, or stop/fail."""
         job = self._complete(event)
         self.job_id = job.job_id
+        self.keep_payment_for_lineage(context, PAYMENT_XCOM_KEY)
         return self._finish(job, context)
 
     def on_kill(self) -> None:

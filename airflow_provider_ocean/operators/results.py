@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_ocean.exceptions import OceanResultTooLargeError
+from airflow_provider_ocean.lineage import ResultsOperatorLineageMixin
 from airflow_provider_ocean.links import OceanJobStatusLink, job_status_url
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class _CappedWriter(io.RawIOBase):
         return len(chunk)
 
 
-class OceanComputeResultsOperator(BaseOperator):
+class OceanComputeResultsOperator(ResultsOperatorLineageMixin, BaseOperator):
     """Stream a finished job's results to ``destination`` and return a small manifest.
 
     Files are streamed in constant memory (never held whole, never unpickled), hashed with SHA-256 on the
@@ -106,6 +107,7 @@ class OceanComputeResultsOperator(BaseOperator):
         self.asset = asset_obj
         self.unpack_outputs = unpack_outputs
         self.raw_logs = raw_logs
+        self.manifest: list[dict[str, Any]] | None = None
 
     def _hook(self) -> OceanComputeHook:
         from airflow_provider_ocean.hooks.ocean import OceanComputeHook
@@ -202,6 +204,7 @@ class OceanComputeResultsOperator(BaseOperator):
                 "files": [{"name": e["name"], "sha256": e["sha256"], "size": e["size"]} for e in manifest],
             }
         self.log.info("Results written: %s file(s) to %s", len(manifest), folder)
+        self.manifest = manifest  # for the OpenLineage outputs (airflow_provider_ocean/lineage.py)
         return manifest
 
     def _unpack(self, archive: Any, folder: Any, name: str, index: int) -> list[dict[str, Any]]:
