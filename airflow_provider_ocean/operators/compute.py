@@ -37,22 +37,17 @@ PENDING_ORDERS_STATE_KEY = "ocean_pending_orders"
 
 def _seconds(value: timedelta | float | int | str | None, name: str = "value") -> float | None:
     """A duration in seconds from a timedelta or a number (also as rendered text)."""
+    from airflow_provider_ocean.exceptions import OceanValidationError
+
     if value is None or value == "":
         return None
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    else:
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            from airflow_provider_ocean.exceptions import OceanValidationError
-
-            raise OceanValidationError(
-                f"`{name}` must be a number of seconds or a timedelta, got {value!r}"
-            ) from None
+    try:
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    except (TypeError, ValueError):
+        raise OceanValidationError(
+            f"`{name}` must be a number of seconds or a timedelta, got {value!r}"
+        ) from None
     if seconds <= 0:
-        from airflow_provider_ocean.exceptions import OceanValidationError
-
         raise OceanValidationError(f"`{name}` must be positive, got {value!r}")
     return seconds
 
