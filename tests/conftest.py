@@ -5,8 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,13 +44,14 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 
 @pytest.fixture(scope="session")
 def airflow_db() -> str:
-    """The session's Airflow metadata DB (SQLite), migrated once; returns AIRFLOW_HOME."""
-    airflow = Path(sys.executable).with_name("airflow")
-    result = subprocess.run(
-        [str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy(), check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    """The session's Airflow metadata DB (SQLite), migrated once; returns AIRFLOW_HOME.
+
+    It is a copy of the migrated DB that the tests running the ``airflow`` CLI copy too
+    (``tests/faults/airflow_cli.py``): one ``airflow db migrate`` per session, not two.
+    """
+    from tests.faults import airflow_cli
+
+    shutil.copyfile(airflow_cli.migrated_template() / "airflow.db", Path(_AIRFLOW_HOME) / "airflow.db")
     return _AIRFLOW_HOME
 
 

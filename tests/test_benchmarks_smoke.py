@@ -1,6 +1,7 @@
-"""Smoke runs of the benchmark scripts (``benchmarks/*.py --small``): each starts its own sandbox, prints
-its figures and exits 0. Timing goals are not enforced in ``--small`` runs (the machine is shared); the
-structural ones (request counts, memory, lazy imports, orders in flight together) are.
+"""Smoke runs of the benchmark scripts (``benchmarks/*.py --small``, some sizes smaller still): each starts
+its own sandbox, prints its figures and exits 0. Timing goals are not enforced in ``--small`` runs (the
+machine is shared); the structural ones (request counts, memory, lazy imports, orders in flight together)
+are.
 
 The figures themselves come from the full runs (``python benchmarks/<name>.py``), see
 ``benchmarks/README.md``.
@@ -18,17 +19,26 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ["batched_polling", "stream_results", "pay_start", "dag_parse_cost"]
+#: Each script with ``--small`` and, where the smoke run can be smaller still without losing a structural
+#: goal, the smallest sizes: 12 jobs (more than the engine's 10 in flight, so some wait queued) over two
+#: waiting intervals; one round of the 64 MiB download (held in memory, it would miss the 64 MB goal);
+#: half-second blocks (each order still costs the sequential flow a block).
+SCRIPTS = {
+    "batched_polling": ["--small", "--jobs", "12", "--intervals", "2"],
+    "stream_results": ["--small", "--rounds", "1"],
+    "pay_start": ["--small", "--block-time", "0.5"],
+    "dag_parse_cost": ["--small"],
+}
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize("name", list(SCRIPTS))
 def test_small_run_prints_its_figures_and_passes(name: str, tmp_path: Path) -> None:
     env = {
         k: v for k, v in os.environ.items() if k not in ("AIRFLOW_CONN_OCEAN_DEFAULT", "BENCH_AIRFLOW_HOME")
     }
     env["TMPDIR"] = str(tmp_path)  # every temporary directory of the run lands here
     out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--small"],
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *SCRIPTS[name]],
         capture_output=True,
         text=True,
         env=env,

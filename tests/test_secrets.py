@@ -1,9 +1,9 @@
 """Secrets and hostile servers.
 
 - Full DAG runs of ``dags/ocean_compute_example.py`` with ``airflow dags test`` in subprocesses (a
-  successful run whose sensor defers, and a failing run): the wallet key and every request signature the
-  server received (read from a recording proxy) appear in no task log, no stdout/stderr, no XCom, no
-  trigger row (decrypted), nowhere in the metadata DB, and in no exception text.
+  successful run whose sensor defers, and a failing run, side by side): the wallet key and every request
+  signature the server received (read from a recording proxy) appear in no task log, no stdout/stderr, no
+  XCom, no trigger row (decrypted), nowhere in the metadata DB, and in no exception text.
 - Server-chosen result file names are made safe; result downloads are capped; TLS is verified by default;
   results are written as bytes and never unpickled.
 """
@@ -22,6 +22,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,20 +170,23 @@ def decrypt_trigger_kwargs(home: Path, stored: str) -> str:
 def dag_runs(
     sandbox: dict[str, Any], recorder: FaultProxy, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
-    """A successful (deferred) run and a failing run of the example DAG, through the recording proxy."""
+    """A successful (deferred) run and a failing run of the example DAG, through the recording proxy.
+
+    The two runs go at the same time, each in its own AIRFLOW_HOME (``homes``, a copy of the migrated DB
+    each); ``triggers`` holds the trigger rows seen in each home's DB while its run went on.
+    """
     root = tmp_path_factory.mktemp("secrets-dag-runs")
-    home = root / "home"
     results = root / "results"
     conn_value = harness.conn_json(sandbox, host=recorder.url)
-    env = airflow_cli.fresh_home(home, REPO / "dags", AIRFLOW_CONN_OCEAN_DEFAULT=conn_value)
     assets = sandbox["assets"]
-    runs: dict[str, Any] = {"home": home, "results": results, "triggers": set()}
     plans = {
         "success": (assets["dataset"]["did"], assets["algorithm"]["did"]),
         "failure": (assets["dataset_trusted"]["did"], assets["algorithm_untrusted"]["did"]),
     }
-    recorder.clear()
-    for name, (dataset, algorithm) in plans.items():
+
+    def run(name: str, dataset: str, algorithm: str) -> tuple[Path, set[str], Any]:
+        home = root / f"home-{name}"
+        env = airflow_cli.fresh_home(home, REPO / "dags", AIRFLOW_CONN_OCEAN_DEFAULT=conn_value)
         env.update(
             {
                 "AIRFLOW_VAR_OCEAN_DATASET_DID": dataset,
@@ -192,8 +196,14 @@ def dag_runs(
         )
         with TriggerWatcher(home / "airflow.db") as watcher:
             done = airflow_cli.airflow(env, "dags", "test", "ocean_compute_example", timeout=400)
-        runs["triggers"] |= watcher.rows
-        runs[name] = done
+        return home, watcher.rows, done
+
+    recorder.clear()
+    with ThreadPoolExecutor(max_workers=len(plans)) as pool:
+        futures = {name: pool.submit(run, name, *plan) for name, plan in plans.items()}
+    runs: dict[str, Any] = {"results": results, "homes": {}, "triggers": {}}
+    for name, future in futures.items():
+        runs["homes"][name], runs["triggers"][name], runs[name] = future.result()
     runs["signatures"] = signatures_seen(recorder)
     return runs
 
@@ -204,7 +214,7 @@ def test_the_dag_runs_did_what_they_should(dag_runs: dict[str, Any]) -> None:
     written = sorted(p.name for p in dag_runs["results"].rglob("*") if p.is_file())
     assert "summary.csv" in written, written
     assert "publisherTrustedAlgorithms" in failure.stdout + failure.stderr
-    assert dag_runs["triggers"], "the sensor deferred: a trigger row was seen"
+    assert dag_runs["triggers"]["success"], "the sensor deferred: a trigger row was seen"
     # start + at least one result download were signed
     assert len(dag_runs["signatures"]) >= 2
 
@@ -224,8 +234,9 @@ def test_no_secret_in_task_logs(sandbox: dict[str, Any], dag_runs: dict[str, Any
     """Task log files under $AIRFLOW_HOME/logs, if any; ``airflow dags test`` streams the task logs to its
     stdout instead of writing files, so that stream must hold the task log lines."""
     needles = _needles(sandbox, dag_runs)
-    for path in (p for p in (dag_runs["home"] / "logs").rglob("*") if p.is_file()):
-        assert not leaks(path.read_bytes(), needles), path
+    for home in dag_runs["homes"].values():
+        for path in (p for p in (home / "logs").rglob("*") if p.is_file()):
+            assert not leaks(path.read_bytes(), needles), path
     streamed = dag_runs["success"].stdout + dag_runs["success"].stderr
     for line in ("Paid: dataset", "Started: job", "Wrote summary.csv"):
         assert line in streamed, f"task log line {line!r} not captured"
@@ -235,23 +246,29 @@ def test_no_secret_in_task_logs(sandbox: dict[str, Any], dag_runs: dict[str, Any
 def test_no_secret_in_xcom_trigger_rows_or_anywhere_in_the_db(
     sandbox: dict[str, Any], dag_runs: dict[str, Any]
 ) -> None:
-    home = dag_runs["home"]
     needles = _needles(sandbox, dag_runs)
-    with contextlib.closing(sqlite3.connect(home / "airflow.db")) as db:
-        xcoms = [str(row) for row in db.execute("SELECT dag_id, task_id, key, value FROM xcom")]
-        triggers = [str(row[0]) for row in db.execute("SELECT kwargs FROM trigger")]
-        next_kwargs = [str(row) for row in db.execute("SELECT next_method, next_kwargs FROM task_instance")]
-    assert any("ocean_job_id" in x or "return_value" in x for x in xcoms), xcoms
-    for value in xcoms + next_kwargs:
-        assert not leaks(value, needles), value[:300]
-    seen_triggers = triggers + [row.split("|", 1)[1] for row in dag_runs["triggers"]]
+    all_xcoms: list[str] = []
+    seen_triggers: list[tuple[Path, str]] = []
+    for name, home in dag_runs["homes"].items():
+        with contextlib.closing(sqlite3.connect(home / "airflow.db")) as db:
+            xcoms = [str(row) for row in db.execute("SELECT dag_id, task_id, key, value FROM xcom")]
+            triggers = [str(row[0]) for row in db.execute("SELECT kwargs FROM trigger")]
+            next_kwargs = [
+                str(row) for row in db.execute("SELECT next_method, next_kwargs FROM task_instance")
+            ]
+        all_xcoms += xcoms
+        for value in xcoms + next_kwargs:
+            assert not leaks(value, needles), value[:300]
+        seen_triggers += [(home, t) for t in triggers]
+        seen_triggers += [(home, row.split("|", 1)[1]) for row in dag_runs["triggers"][name]]
+        for path in home.glob("airflow.db*"):
+            assert not leaks(path.read_bytes(), needles), path
+    assert any("ocean_job_id" in x or "return_value" in x for x in all_xcoms), all_xcoms
     assert seen_triggers
-    for stored in seen_triggers:
+    for home, stored in seen_triggers:
         plain = decrypt_trigger_kwargs(home, stored)
         assert "job_id" in plain
         assert not leaks(plain, needles), plain[:300]
-    for path in home.glob("airflow.db*"):
-        assert not leaks(path.read_bytes(), needles), path
 
 
 # -- exception texts -----------------------------------------------------------------------------------------

@@ -92,18 +92,27 @@ class Component:
         if self.process is not None:
             self.process.wait(timeout=30)
 
-    def stop(self, grace: float = 30.0) -> int | None:
-        """SIGTERM the group, SIGKILL it after ``grace`` seconds; return the exit code."""
+    def terminate(self) -> None:
+        """SIGTERM the group once (a second SIGTERM makes Airflow components force their exit)."""
+        if self.process is not None and self.process.poll() is None:
+            self.signal_group(signal.SIGTERM)
+
+    def reap(self, grace: float = 30.0) -> int | None:
+        """Wait up to ``grace`` seconds for the leader to exit after :meth:`terminate`, SIGKILL the group
+        then; return the exit code."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.signal_group(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        try:
+            self.process.wait(timeout=max(grace, 0.0))
+        except subprocess.TimeoutExpired:
+            self.kill()
         self.signal_group(signal.SIGKILL)  # leftovers of the group (e.g. a task process) go too
         return self.process.returncode
+
+    def stop(self, grace: float = 30.0) -> int | None:
+        """SIGTERM the group, SIGKILL it after ``grace`` seconds; return the exit code."""
+        self.terminate()
+        return self.reap(grace)
 
     def tail(self, chars: int = 4000) -> str:
         return tail(self.log, chars)
@@ -304,15 +313,19 @@ class AirflowDeployment:
     def worker_hosts(self) -> list[str]:
         return [f"host{i}" for i in range(1, self.workers + 1)]
 
-    def stop(self) -> dict[str, int | None]:
-        """Stop every component by its PID (workers first, the api-server last); return exit codes."""
-        order = [*self.worker_hosts, "triggerer", "scheduler", "dag-processor", "api-server"]
+    def stop(self, grace: float = 30.0) -> dict[str, int | None]:
+        """Stop every component by its PID (the workers first, then the scheduler, dag-processor and
+        triggerer, the api-server last; the components of one step together); return exit codes."""
+        steps = [self.worker_hosts, ["triggerer", "scheduler", "dag-processor"], ["api-server"]]
         codes: dict[str, int | None] = {}
-        for name in order:
-            component = self.components.get(name)
-            if component is not None:
+        for names in steps:
+            step = {name: self.components[name] for name in names if name in self.components}
+            for component in step.values():
+                component.terminate()
+            deadline = time.monotonic() + grace
+            for name, component in step.items():
                 try:
-                    codes[name] = component.stop()
+                    codes[name] = component.reap(deadline - time.monotonic())
                 except Exception as exc:  # keep stopping the others
                     codes[name] = None
                     print(f"stopping {name} (pid {component.pid}) failed: {exc}")

@@ -59,6 +59,7 @@ WORKERS = 3
 CONCURRENCY = 4
 READY_TIMEOUT = 240.0
 RUNS_TIMEOUT = 300.0
+STOP_GRACE = 8.0
 TERMINAL = {"success", "failed"}
 
 
@@ -100,8 +101,12 @@ def deployment(
     try:
         yield deployment
     finally:
-        codes = deployment.stop()
-        print(f"\ndeployment stopped (exit codes {codes}); logs in {root}")
+        stopping = time.monotonic()
+        # the runs are over: a component still not gone after a few seconds is SIGKILLed (the triggerer
+        # sometimes waits 10 s for its trigger runner, an Airflow escalation delay)
+        codes = deployment.stop(grace=STOP_GRACE)
+        seconds = time.monotonic() - stopping
+        print(f"\ndeployment stopped in {seconds:.1f} s (exit codes {codes}); logs in {root}")
 
 
 def _runs_done(states: dict[str, str], run_ids: list[str]) -> bool:
