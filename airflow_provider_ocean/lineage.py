@@ -24,6 +24,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_provider_ocean.records import as_list
+
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from openlineage.client.event_v2 import InputDataset
@@ -153,14 +155,6 @@ def _service_id(ddo: dict[str, Any], wanted: str | None, role: str) -> str | Non
         return None
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str | dict):
-        return [value]
-    return list(value)
-
-
 def _raw_url(item: Any) -> str | None:
     """The URL of a raw (non-DID) dataset of an Ocean Node job, or ``None``."""
     if isinstance(item, str) and item.startswith(("http://", "https://")):
@@ -184,7 +178,7 @@ def _inputs(
     paid = {o.get("did"): o for o in (payment or {}).get("datasets") or [] if isinstance(o, dict)}
     provider_url = public_url(hook.settings.provider_url)
     inputs: list[InputDataset] = []
-    for item in _as_list(datasets):
+    for item in as_list(datasets):
         url = _raw_url(item)
         if url is not None:
             public = public_url(url)

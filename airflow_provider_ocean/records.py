@@ -209,6 +209,18 @@ class Payment:
         )
 
 
+def as_list(value: Any) -> list[Any]:
+    """A DAG's one-or-many argument as a list (a single string or dict is one item; ``None`` none).
+
+    :param value: ``None``, one item, or an iterable of items.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str | dict):
+        return [value]
+    return list(value)
+
+
 def unique(values: Iterable[str | None]) -> list[str]:
     out: list[str] = []
     for value in values:

@@ -11,6 +11,7 @@ from airflow.sdk.configuration import conf
 from airflow_provider_ocean.lineage import StartOperatorLineageMixin
 from airflow_provider_ocean.links import OceanDatasetLink, OceanJobStatusLink, ddo_url, job_status_url
 from airflow_provider_ocean.operators.resumable import ResumableJobMixin, VariableStateStore
+from airflow_provider_ocean.records import as_list
 from airflow_provider_ocean.waiting import OceanJobWaiter
 
 if TYPE_CHECKING:
@@ -67,14 +68,6 @@ def _max_fee(value: Any) -> int | None:
     if cap < 0:
         raise OceanValidationError(f"`max_fee` cannot be negative, got {value!r}")
     return cap
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str | dict):
-        return [value]
-    return list(value)
 
 
 def _did_of(item: Any) -> str | None:
@@ -267,7 +260,7 @@ class OceanComputeStartOperator(StartOperatorLineageMixin, OceanJobWaiter, Resum
 
         A start of an earlier try whose answer was never recorded is looked up first.
         """
-        datasets = _as_list(self.datasets)
+        datasets = as_list(self.datasets)
         if not datasets:
             from airflow_provider_ocean.exceptions import OceanValidationError
 
@@ -514,7 +507,7 @@ class OceanComputeStartOperator(StartOperatorLineageMixin, OceanJobWaiter, Resum
         OceanJobStatusLink.persist(
             context, job_status_url(settings.provider_url, self.hook.consumer_address, job_id)
         )
-        datasets = _as_list(self.datasets)
+        datasets = as_list(self.datasets)
         if datasets:
             OceanDatasetLink.persist(context, ddo_url(settings.aquarius_url, _did_of(datasets[0]) or ""))
 
