@@ -534,7 +534,14 @@ class TestStopAndKill:
             OceanComputeStopOperator(task_id="stop", job_id=job_id, on_failure_callback=record_failure)
         dr = run_dag(dag)
         assert task_states(dr) == {"stop": "success"}, failure(dag_id, "stop")
-        assert xcom(dr, "stop") == done.to_dict()
+        answered = xcom(dr, "stop")
+        expected = done.to_dict()
+        if any_sandbox.is_node:
+            # A node's succeeded job reads 71 "Job settling" until its payment cron passes, then 70 "Job
+            # finished"; the client reports 70 for both and keeps the node's own text.
+            assert answered.pop("status_text") in ("Job settling", "Job finished")
+            expected.pop("status_text")
+        assert answered == expected
         time.sleep(1.0)
         after = hook.get_job_status(job_id)
         assert (after.stopreq, after.outcome) == (0, "succeeded")
