@@ -8,9 +8,10 @@ For each input of a job, the ``initializeCompute`` answer says what to do:
   providerFee, zero consume-market fee)``.
 
 Everything that can be checked is checked before the first transaction: the fee cap, datatoken, fee
-token and gas balances, allowances, and an ``eth_estimateGas`` dry run of every order that does not
-depend on an earlier transaction. Then datatokens are obtained (optional), fee tokens approved, all
-orders sent without waiting in between, and every receipt checked for its status and events.
+token and gas balances, allowances, and a dry run (``eth_call`` with the gas limit it will be sent with,
+payment/gas.py) of every order that does not depend on an earlier transaction. Then datatokens are
+obtained (optional), fee tokens approved, all orders sent without waiting in between, and every receipt
+checked for its status and events.
 """
 
 from __future__ import annotations
@@ -22,11 +23,7 @@ from typing import TYPE_CHECKING, Any
 from eth_utils import to_checksum_address
 
 from airflow_provider_ocean.chain import abi
-from airflow_provider_ocean.chain.errors import RpcError
-from airflow_provider_ocean.chain.rpc import from_hex, rpc_tx
-from airflow_provider_ocean.chain.tx import compose_fee_fields
 from airflow_provider_ocean.exceptions import (
-    OceanConnectionError,
     OceanFeeCapError,
     OceanInsufficientFundsError,
     OceanPaymentError,
@@ -35,6 +32,7 @@ from airflow_provider_ocean.exceptions import (
 from airflow_provider_ocean.payment.acquire import ONE_DATATOKEN, Acquisition, DatatokenAcquirer, check_mode
 from airflow_provider_ocean.payment.errors import chain_errors
 from airflow_provider_ocean.payment.fees import ZERO_ADDRESS, OrderRequest, ProviderFee, _bytes32
+from airflow_provider_ocean.payment.gas import budget_gas
 from airflow_provider_ocean.payment.journal import sent_order_record
 from airflow_provider_ocean.records import PaidOrder
 
@@ -45,10 +43,6 @@ if TYPE_CHECKING:
     from airflow_provider_ocean.chain.tx import SentTransaction, TransactionSender
 
 log = logging.getLogger(__name__)
-
-# Upper bounds used for the gas check when a transaction cannot be estimated yet (it depends on an
-# approval or a purchase that is not mined). Measured sizes on ganache are well below these.
-GAS_FALLBACK = {"approve": 100_000, "start": 600_000, "reuse": 300_000, "dispense": 250_000, "buy": 500_000}
 
 
 # -- orders ------------------------------------------------------------------------------------------
@@ -349,74 +343,8 @@ class OrderPayer:
                 current = self.allowance(acquisition.base_token, self.payer, acquisition.contract)
                 acquisition.needs_approval = current < acquisition.base_cost
 
-        self._budget_gas(plan)
+        budget_gas(self.rpc, self.payer, plan)
         return plan
-
-    def _estimate_result(self, result: Any, what: str) -> int:
-        """Gas to budget from an ``eth_estimateGas`` answer (a quantity, or the node's error)."""
-        if not isinstance(result, RpcError):
-            return int(from_hex(result) * self.sender.gas_multiplier) + 10_000
-        reason = None
-        if isinstance(result.data, str):
-            reason = abi.decode_revert_reason(result.data)
-        elif isinstance(result.data, dict):
-            raw = result.data.get("result") or result.data.get("data")
-            reason = abi.decode_revert_reason(raw) if isinstance(raw, str) else None
-        raise OceanPaymentError(
-            f"{what} would revert ({reason or result.rpc_message}); nothing was sent",
-            hint="re-initialize to get a fresh provider fee; check balances and the order inputs",
-        )
-
-    def _budget_gas(self, plan: PaymentPlan) -> None:
-        dependent: set[str] = {to_checksum_address(spender) for _t, spender, _a in plan.approvals}
-        dependent |= {a.datatoken for a in plan.acquisitions}
-        gas = GAS_FALLBACK["approve"] * len(plan.approvals)
-        for acquisition in plan.acquisitions:
-            gas += GAS_FALLBACK["dispense" if acquisition.kind == "dispense" else "buy"]
-            if acquisition.needs_approval:
-                gas += GAS_FALLBACK["approve"]
-        # The dry runs of the orders that do not wait for an approval or a purchase, the fee fields and
-        # the gas balance: one JSON-RPC batch.
-        estimated: list[tuple[_Planned, str]] = []
-        calls: list[tuple[str, list[Any]]] = []
-        for item in plan.orders:
-            if item.action == "valid":
-                continue
-            datatoken = to_checksum_address(item.request.datatoken)
-            name = "startOrder" if item.action == "start" else "reuseOrder"
-            if datatoken in dependent:
-                item.gas = 0  # estimated by the sender once the approvals / purchases are mined
-                gas += GAS_FALLBACK[item.action]
-                continue
-            tx = {"from": self.payer, "to": datatoken, "data": item.data, "value": 0}
-            estimated.append((item, f"{name} on {datatoken} ({item.request.did})"))
-            calls.append(("eth_estimateGas", [rpc_tx(tx)]))
-        calls += [
-            ("eth_getBlockByNumber", ["latest", False]),
-            ("eth_gasPrice", []),
-            ("eth_getBalance", [self.payer, "latest"]),
-            ("eth_maxPriorityFeePerGas", []),
-        ]
-        with chain_errors("estimate gas and read the gas price and balance"):
-            results = self.rpc.request_batch(calls)
-            block, gas_price, native = (_answer(r) for r in results[len(estimated) : len(estimated) + 3])
-        tip = results[-1]
-        for (item, what), result in zip(estimated, results, strict=False):
-            item.gas = self._estimate_result(result, what)
-            gas += item.gas
-        if not isinstance(block, dict):
-            raise OceanConnectionError(f"The RPC node at {self.rpc.url} returned no latest block")
-        fees = compose_fee_fields(
-            block, from_hex(gas_price), None if isinstance(tip, RpcError) else from_hex(tip)
-        )
-        price = int(fees.get("maxFeePerGas") or fees.get("gasPrice") or 0)
-        native = from_hex(native)
-        plan.gas, plan.gas_price, plan.fees = gas, price, fees
-        if gas * price > native:
-            raise OceanInsufficientFundsError(
-                f"{self.payer} holds {native} wei but the transactions of this payment may cost up to "
-                f"{gas * price} wei ({gas} gas at {price}); nothing was sent"
-            )
 
     # -- execution -----------------------------------------------------------------------------------
     def pay(
@@ -575,13 +503,6 @@ class OrderPayer:
 def _raw(result: Any) -> bytes:
     """The bytes of an ``eth_call`` result (``0x``-hex)."""
     return bytes.fromhex(result[2:]) if isinstance(result, str) and result not in ("", "0x") else b""
-
-
-def _answer(result: Any) -> Any:
-    """A batch item's result; its :class:`RpcError` raised."""
-    if isinstance(result, RpcError):
-        raise result
-    return result
 
 
 def _sent(paid: list[tuple[_Planned, SentTransaction]] | None) -> list[tuple[str, str]]:

@@ -99,7 +99,8 @@ class FakeChain:
     fixed_rates: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
     fre_price: int = 2 * ONE
     native: int = 10**21
-    revert_estimate: str | None = None
+    revert_estimate: str | None = None  # the reason an order's dry run (eth_call) or estimate reverts with
+    order_gas: int = 100_000  # gas an order uses: a dry run with a lower limit runs out of gas
     revert_receipt: set[str] = field(default_factory=set)
     drop_events: bool = False
     events: list[str] = field(default_factory=list)
@@ -150,6 +151,16 @@ class FakeChain:
             raise RpcError("eth_estimateGas", -32000, "execution reverted", "0x08c379a0" + reason.hex())
         return 100_000
 
+    def dry_run(self, tx: dict[str, Any]) -> str:
+        """``eth_call`` of an order transaction with its gas limit (OrderPayer's dry run)."""
+        self.events.append(f"dry-run:{tx['to']}")
+        if self.revert_estimate:
+            reason = encode(["string"], [self.revert_estimate])
+            raise RpcError("eth_call", -32000, "execution reverted", "0x08c379a0" + reason.hex())
+        if int(tx["gas"], 16) < self.order_gas:
+            raise RpcError("eth_call", -32000, "out of gas")
+        return "0x"
+
     def get_balance(self, _address: str, _block: str = "latest") -> int:
         return self.native
 
@@ -161,7 +172,9 @@ class FakeChain:
         out: list[Any] = []
         for method, params in calls:
             try:
-                if method == "eth_call":
+                if method == "eth_call" and "from" in params[0]:
+                    out.append(self.dry_run(params[0]))
+                elif method == "eth_call":
                     call = params[0]
                     out.append("0x" + self.call(call["to"], bytes.fromhex(call["data"][2:])).hex())
                 elif method == "eth_estimateGas":

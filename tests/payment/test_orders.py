@@ -14,6 +14,7 @@ from airflow_provider_ocean.exceptions import (
     OceanValidationError,
 )
 from airflow_provider_ocean.payment.fees import OrderRequest
+from airflow_provider_ocean.payment.gas import GAS_LIMIT
 from tests.payment.fakes import (
     ALGO_DID,
     DID1,
@@ -231,6 +232,30 @@ class TestExecution:
         with pytest.raises(OceanPaymentError, match="would revert \\(Invalid provider fee\\)") as info:
             payer_for(chain).pay([start_request()], consumer=ENGINE)
         assert info.value.spent is False
+        assert chain.sent == []
+
+    def test_dry_run_runs_each_order_with_the_gas_limit_it_is_sent_with(self):
+        chain = funded()
+        payer_for(chain).pay([start_request(), start_request(DT2, DID2, "0", 0)], consumer=ENGINE)
+        assert [e for e in chain.events if e.startswith(("dry-run", "estimate"))] == [
+            f"dry-run:{DT1}",
+            f"dry-run:{DT2}",
+        ]  # no eth_estimateGas: one eth_call each, in the batch with the fee fields
+        assert [s.tx["gas"] for s in chain.sent] == [GAS_LIMIT["start"]] * 2
+
+    def test_order_that_runs_out_of_gas_within_its_limit_sends_nothing(self):
+        chain = funded(order_gas=GAS_LIMIT["start"] + 1)
+        with pytest.raises(OceanPaymentError, match="would revert \\(out of gas\\)") as info:
+            payer_for(chain).pay([start_request()], consumer=ENGINE)
+        assert info.value.spent is False
+        assert chain.sent == []
+
+    def test_gas_budget_is_the_limits_at_the_price_sent(self):
+        plan = payer_for(funded()).plan([start_request(), start_request(DT2, DID2, "0", 0)], consumer=ENGINE)
+        assert plan.gas == 2 * GAS_LIMIT["start"]
+        chain = funded(native=2 * GAS_LIMIT["start"] * 1_000 - 1)
+        with pytest.raises(OceanInsufficientFundsError, match="wei"):
+            payer_for(chain).pay([start_request(), start_request(DT2, DID2, "0", 0)], consumer=ENGINE)
         assert chain.sent == []
 
     def test_reverted_order_names_the_orders_already_sent(self):
