@@ -234,7 +234,7 @@ class CountingProxy:
             return list(self.log[mark:])
 
     def spans(self, mark: int = 0) -> list[tuple[float, float, str, str, list[str]]]:
-        """``(start, end, method, path, rpc methods)`` of the requests since ``mark`` (end: NaN while open)."""
+        """``(start, end, method, path, rpc methods)`` of the requests since ``mark`` (end NaN: open)."""
         with self._lock:
             return [
                 (t, self.ends.get(mark + i, float("nan")), m, p, r)

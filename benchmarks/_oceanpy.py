@@ -51,7 +51,16 @@ def ensure_venv() -> Path:
         print(f"Creating the ocean.py {VERSION} virtualenv in {target} (first use)...", flush=True)
         steps = [
             [sys.executable, "-m", "venv", str(build)],
-            [str(build / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "-r", str(REQUIREMENTS)],
+            [
+                str(build / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "-r",
+                str(REQUIREMENTS),
+            ],
         ]
         for step in steps:
             done = subprocess.run(step, capture_output=True, text=True, timeout=900, check=False)
@@ -91,10 +100,13 @@ class OceanPyDriver:
 
     def __init__(self, python: Path, config: dict[str, str]) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+        # ocean.py's own prints and logs; closed in close()
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(python), str(DRIVER)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
             env=env,
             cwd=tempfile.gettempdir(),
@@ -106,12 +118,13 @@ class OceanPyDriver:
         self.address = ready["address"]
 
     def _ask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write(json.dumps(payload) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise OceanPyUnavailable(f"the ocean.py driver exited ({self.proc.wait()})")
+            raise OceanPyUnavailable(f"the ocean.py driver exited ({self.proc.wait()}): {self.stderr_tail()}")
         answer: dict[str, Any] = json.loads(line)
         return answer
 
@@ -122,6 +135,11 @@ class OceanPyDriver:
             raise RuntimeError(f"ocean.py failed: {answer['error']}\n{answer.get('trace', '')}")
         return answer
 
+    def stderr_tail(self, lines: int = 5) -> str:
+        """The last lines the driver wrote to stderr."""
+        self._stderr.seek(0)
+        return " | ".join(self._stderr.read().strip().splitlines()[-lines:])
+
     def close(self) -> None:
         if self.proc.stdin:
             self.proc.stdin.close()
@@ -130,6 +148,7 @@ class OceanPyDriver:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._stderr.close()
 
     def __enter__(self) -> OceanPyDriver:
         return self

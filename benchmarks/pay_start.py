@@ -1,53 +1,71 @@
-"""Pay + start: round trips, transactions and wall time of ``OceanComputeHook.run_compute`` for one and
-for three datasets, against a straightforward sequential flow measured in the same run.
+"""Pay + start: the hook's ``run_compute`` against the reference client, ocean.py 3.1.2, side by side in
+one run, on the same sandbox, interleaved (hook, ocean.py, hook, ocean.py...).
 
-Setup (real, nothing mocked): a fresh sandbox (ganache with the Ocean v4 contracts, the sandbox
-Provider). Two counting reverse proxies on 127.0.0.1 sit in front of the Provider and of the chain's
-JSON-RPC; the connection the flows use points at them, so every HTTP request to the Provider and every
-JSON-RPC call of the client is counted (the Provider's own order checks go straight to the chain and
-are not). Each flow starts with a new hook (new sessions, nothing cached), on the free environment,
-with the registered ``algorithm``:
+Setup (real, nothing mocked): a fresh sandbox (ganache with the Ocean v4 contracts, the sandbox Provider,
+which also serves Aquarius's routes). Two counting reverse proxies on 127.0.0.1 sit in front of the
+Provider and of the chain's JSON-RPC; both clients go through them, so every HTTP request to the Provider
+and every JSON-RPC call of either client is counted (the Provider's own order checks go straight to the
+chain and are not). Each job uses the free environment and the registered ``algorithm``:
 
 - one dataset: ``dataset`` (2 orders: dataset + algorithm);
 - three datasets: ``dataset``, ``dataset_raw``, ``dataset_trusted`` (4 orders).
 
-Flows:
+Clients (the time of each: DIDs in, job id out):
 
-- ``hook``: ``OceanComputeHook.run_compute`` (checks everything before spending, dry-runs the orders,
-  sends all orders without waiting in between, then waits for all receipts, then starts);
-- ``sequential``: what a straightforward client does (like the reference client): discover, fetch the
-  DDOs, ``initializeCompute``, then for each input build, send and wait for one order after the other,
-  then start. No balance checks or dry runs.
+- ``hook``: a new ``OceanComputeHook`` (new sessions, nothing cached) and ``run_compute``: fetch the DDOs
+  and environments, ``initializeCompute``, check everything before spending (balances, allowances, fees,
+  a dry run of every order, the gas balance), send all orders without waiting in between, wait for all
+  receipts, start. The consumer wallet of the sandbox connection.
+- ``ocean.py``: ocean.py 3.1.2 in a virtualenv of its own (``_oceanpy.py``: created on first use in
+  ``~/.cache/airflow-provider-ocean/oceanpy-3.1.2`` from the pinned ``oceanpy-3.1.2.txt``), driven in a
+  subprocess by ``oceanpy_flow.py``: ``ocean.assets.resolve`` of every DID, the free environment,
+  ``ocean.assets.pay_for_compute_service`` (``initializeCompute``, then for each input an estimated,
+  sent and awaited ``startOrder``), ``ocean.compute.start``. The sandbox's second funded wallet
+  (``other``), so that neither client's nonces touch the other's.
 
 Chains: ``instant`` is ganache as the sandbox runs it (a block per transaction, mined at once);
 ``Ns blocks`` stops ganache's automatic mining (``miner_stop``) and mines a block every N seconds
-(``evm_mine``) like a real chain's block time, so that waiting for each order in turn costs a block each.
+(``evm_mine``) like a real chain's block time. A job starts at any point of a real chain's block clock:
+repetition i of R starts (i + 0.5) / R of a block interval after a block was mined, the same point for
+both clients (run one after the other, each would otherwise start right after the other's last block).
 
-One untimed run of each flow goes first (imports, first connections).
+One untimed run of each client and size goes first (imports, first connections, configuration).
 
-Goals checked: every order is one transaction and all of a job's orders are sent before the first
-receipt is awaited; the hook flow makes no avoidable round trip (``AVOIDABLE``: reads that carry no new
-information, each with its fix in ``benchmarks/README.md``). The wall times are printed, not judged: on
-ganache the hook's dry runs (``eth_estimateGas`` takes about 0.45 s there) cost about what waiting for
-one block less saves with one dataset.
+Goals: the hook's pay + start takes at most half of ocean.py's (median over the repetitions) in each of
+the four configurations; every order is one transaction and all of a job's orders are sent before the
+first receipt is awaited; the hook makes no avoidable round trip (``AVOIDABLE``: reads that carry no
+new information, each with its fix in ``benchmarks/README.md``). The exit status is 1 when a goal that
+was measured is missed. If ocean.py cannot be installed or run, the comparison is reported as skipped
+and the other goals still decide.
 
-Run: ``python benchmarks/pay_start.py`` (instant and 2 s blocks, 3 repetitions) or ``--small``
-(instant and 1 s blocks, 1 repetition).
+The hook's time is split into phases by the timestamps of its requests: ``discover`` (Provider root,
+environments, DDOs, chain id), ``initialize`` (``initializeCompute``), ``checks`` (the pre-spend reads
+and dry runs), ``send`` (pending nonce, broadcasts), ``receipts`` (waiting for the orders to be mined),
+``start`` (the signed start).
+
+Run: ``python benchmarks/pay_start.py`` (instant and 2 s blocks, 5 repetitions), ``--small`` (instant
+and 1 s blocks, 1 repetition; the timing goal is printed, not enforced), ``--no-oceanpy`` (the hook
+alone: never creates the ocean.py virtualenv; the smoke test uses it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import _common
+import _oceanpy
 
-ZERO = "0x0000000000000000000000000000000000000000"
+GOAL_RATIO = 0.5
+PHASES = ["discover", "initialize", "checks", "send", "receipts", "start"]
 
 
 class BlockProducer:
@@ -60,15 +78,29 @@ class BlockProducer:
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self.last_mined = time.monotonic()
 
     def _run(self) -> None:
         assert self.interval is not None
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self.interval - (time.monotonic() - self.last_mined) % self.interval):
             self.rpc.request("evm_mine")
+            self.last_mined = time.monotonic()
+
+    def align(self, phase: float) -> None:
+        """Wait until ``phase`` (0-1) of a block interval has passed since a block was mined.
+
+        A user's job starts at any point of the chain's block clock; clients measured one after the other
+        would otherwise start in step with it (each right after the previous one's last block).
+        """
+        if self.interval is None:
+            return
+        wait = (self.last_mined + phase * self.interval - time.monotonic()) % self.interval
+        time.sleep(wait)
 
     def __enter__(self) -> BlockProducer:
         if self.interval is not None:
             self.rpc.request("miner_stop")
+            self.last_mined = time.monotonic()
             self._thread.start()
         return self
 
@@ -80,106 +112,138 @@ class BlockProducer:
             self.rpc.request("miner_start")
 
 
-def hook_flow(hook: Any, dids: list[str], algorithm_did: str) -> str:
-    result = hook.run_compute(dids, {"did": algorithm_did}, max_fee=0)
-    return result["job_id"]
+class Bench:
+    """The sandbox, the proxies and the clients of one run.
 
+    :param info: the sandbox's info.
+    :param provider_proxy: the counting proxy in front of the Provider.
+    :param rpc_proxy: the counting proxy in front of the chain.
+    :param oceanpy: the ocean.py driver, or ``None`` (skipped).
+    """
 
-def sequential_flow(hook: Any, dids: list[str], algorithm_did: str) -> str:
-    """Discover, initialize, then order and wait one input at a time, then start."""
-    from airflow_provider_ocean.chain import abi
-    from airflow_provider_ocean.ddo import find_service
-    from airflow_provider_ocean.payment.fees import ProviderFee
-
-    provider = hook.provider
-    env = provider.choose_free_environment(hook.chain_id)
-    inputs = []
-    for position, did in enumerate([*dids, algorithm_did]):
-        ddo = provider.get_ddo(did)
-        role = (
-            "algorithm" if position == len(dids) else ("dataset" if position == 0 else "additional dataset")
+    def __init__(
+        self,
+        info: dict[str, Any],
+        provider_proxy: _common.CountingProxy,
+        rpc_proxy: _common.CountingProxy,
+        oceanpy: _oceanpy.OceanPyDriver | None,
+    ) -> None:
+        self.info = info
+        self.provider_proxy = provider_proxy
+        self.rpc_proxy = rpc_proxy
+        self.oceanpy = oceanpy
+        self.algorithm = info["assets"]["algorithm"]["did"]
+        os.environ["AIRFLOW_CONN_OCEAN_DEFAULT"] = _common.conn_json(
+            info, provider_url=provider_proxy.url, rpc_url=rpc_proxy.url
         )
-        service, index = find_service(ddo, None, role=role)
-        inputs.append((did, str(service["id"]), index, service["datatokenAddress"]))
-    requests = [{"documentId": did, "serviceId": sid} for did, sid, _i, _dt in inputs]
-    quote = provider.initialize_compute(
-        datasets=requests[:-1],
-        algorithm=requests[-1],
-        environment=env.id,
-        valid_until=int(time.time()) + 3600,
-        consumer_address=env.consumer_address,
-    )
-    quotes = [*quote["datasets"], quote["algorithm"]]
-    txs = []
-    for (_did, _sid, index, datatoken), item in zip(inputs, quotes, strict=True):
-        fee = ProviderFee.from_json(item["providerFee"])
-        data = abi.encode_call(
-            abi.DT_START_ORDER, env.consumer_address, index, fee.as_tuple(), (ZERO, ZERO, 0)
-        )
-        receipt = hook.sender.transact(datatoken, data, what="startOrder")
-        txs.append(receipt["transactionHash"])
-    bodies = [{**r, "transferTxId": tx} for r, tx in zip(requests, txs, strict=True)]
-    job = provider.start_compute(hook.signer, datasets=bodies[:-1], algorithm=bodies[-1], environment=env.id)
-    return job.job_id
+        from airflow_provider_ocean.chain.rpc import JsonRpcClient
+
+        self.chain = JsonRpcClient(info["rpc_url"])  # straight to the chain: not counted
+
+    def measure(self, client: str, dids: list[str]) -> dict[str, Any]:
+        """One pay + start by ``client`` (``hook`` or ``ocean.py``): wall time, requests, phases."""
+        http_mark, rpc_mark = self.provider_proxy.mark(), self.rpc_proxy.mark()
+        tx_mark = len(self.rpc_proxy.tx_hashes)
+        extra: dict[str, Any] = {}
+        if client == "hook":
+            from airflow_provider_ocean.hooks.ocean import OceanComputeHook
+
+            hook = OceanComputeHook(retry_delay=0.2)
+            started = time.monotonic()
+            job_id = hook.run_compute(dids, {"did": self.algorithm}, max_fee=0)["job_id"]
+            finished = time.monotonic()
+        else:
+            assert self.oceanpy is not None
+            started = time.monotonic()
+            answer = self.oceanpy.run(dids, self.algorithm)
+            finished = time.monotonic()
+            job_id = answer["job_id"]
+            extra["oceanpy_phases"] = {k: answer[k] for k in ("resolve_s", "pay_s", "start_s")}
+        http = self.provider_proxy.spans(http_mark)
+        rpc = self.rpc_proxy.spans(rpc_mark)
+        calls = [name for *_x, names in rpc for name in names]
+        sends = [i for i, name in enumerate(calls) if name == "eth_sendRawTransaction"]
+        receipts = [i for i, name in enumerate(calls) if name == "eth_getTransactionReceipt"]
+        blocks = {
+            int(self.chain.get_transaction_receipt(tx)["blockNumber"], 16)
+            for tx in self.rpc_proxy.tx_hashes[tx_mark:]
+        }
+        entries = [(t, m, p, r) for t, _e, m, p, r in http]
+        rpc_entries = [(t, m, p, r) for t, _e, m, p, r in rpc]
+        return {
+            "client": client,
+            "datasets": len(dids),
+            "seconds": finished - started,
+            "http": len(http),
+            "http_by_endpoint": dict(_common.CountingProxy.http_counts(entries)),
+            "rpc": len(calls),
+            "rpc_requests": len(rpc),
+            "rpc_log": [names for *_x, names in rpc],
+            "rpc_by_method": dict(_common.CountingProxy.rpc_counts(rpc_entries)),
+            "transactions": len(sends),
+            "in_flight_together": bool(sends) and (not receipts or max(sends) < min(receipts)),
+            "order_blocks": len(blocks),
+            "phases": hook_phases(started, finished, http, rpc) if client == "hook" else {},
+            "job_id": job_id,
+            **extra,
+        }
 
 
-def measure(
-    info: dict[str, Any],
-    provider_proxy: _common.CountingProxy,
-    rpc_proxy: _common.CountingProxy,
-    flow: str,
-    dids: list[str],
-) -> dict[str, Any]:
-    from airflow_provider_ocean.hooks.ocean import OceanComputeHook
-
-    os.environ["AIRFLOW_CONN_OCEAN_DEFAULT"] = _common.conn_json(
-        info, provider_url=provider_proxy.url, rpc_url=rpc_proxy.url
-    )
-    hook = OceanComputeHook(retry_delay=0.2)
-    http_mark, rpc_mark, tx_mark = provider_proxy.mark(), rpc_proxy.mark(), len(rpc_proxy.tx_hashes)
-    started = time.perf_counter()
-    run = hook_flow if flow == "hook" else sequential_flow
-    job_id = run(hook, dids, info["assets"]["algorithm"]["did"])
-    seconds = time.perf_counter() - started
-    http = provider_proxy.since(http_mark)
-    rpc = rpc_proxy.since(rpc_mark)
-    calls = [name for *_x, names in rpc for name in names]
-    sends = [i for i, name in enumerate(calls) if name == "eth_sendRawTransaction"]
-    receipts = [i for i, name in enumerate(calls) if name == "eth_getTransactionReceipt"]
-    together = bool(sends) and (not receipts or max(sends) < min(receipts))
-    blocks = {
-        int(hook.rpc.get_transaction_receipt(tx)["blockNumber"], 16) for tx in rpc_proxy.tx_hashes[tx_mark:]
-    }
-    return {
-        "flow": flow,
-        "datasets": len(dids),
-        "seconds": seconds,
-        "http": len(http),
-        "http_by_endpoint": dict(_common.CountingProxy.http_counts(http)),
-        "rpc": len(calls),
-        "rpc_requests": len(rpc),
-        "rpc_log": [names for *_x, names in rpc],
-        "rpc_by_method": dict(_common.CountingProxy.rpc_counts(rpc)),
-        "transactions": len(sends),
-        "in_flight_together": together,
-        "order_blocks": len(blocks),
-        "job_id": job_id,
-    }
+def hook_phases(
+    started: float,
+    finished: float,
+    http: list[tuple[float, float, str, str, list[str]]],
+    rpc: list[tuple[float, float, str, str, list[str]]],
+) -> dict[str, float]:
+    """Split the hook's wall time at the timestamps of its requests (see the module docstring)."""
+    paths = [(t, e, urlsplit(p).path) for t, e, _m, p, _r in http]
+    init = [(t, e) for t, e, p in paths if p.endswith("/initializeCompute")]
+    start = [t for t, _e, p in paths if p.endswith("/api/services/compute") or p.endswith("/nonce")]
+    sending = [
+        (t, e) for t, e, _m, _p, r in rpc if {"eth_sendRawTransaction", "eth_getTransactionCount"} & set(r)
+    ]
+    if not init or not start or not sending:
+        return {}
+    t_init, t_checks = init[0][0], init[-1][1]
+    t_send = sending[0][0]
+    t_wait = max(e for _t, e in sending)
+    t_start = min(t for t in start if t >= t_wait) if any(t >= t_wait for t in start) else finished
+    marks = [started, t_init, t_checks, t_send, t_wait, t_start, finished]
+    return {name: max(0.0, b - a) for name, a, b in zip(PHASES, marks, marks[1:], strict=False)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="instant and 1 s blocks, 1 repetition")
     parser.add_argument("--block-time", type=float, default=None, help="seconds per block (default 2)")
-    parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions per cell (default 5)")
+    parser.add_argument(
+        "--no-oceanpy", action="store_true", help="the hook alone (never creates the ocean.py virtualenv)"
+    )
     args = parser.parse_args()
     block_time = args.block_time or (1.0 if args.small else 2.0)
-    repeat = args.repeat or (1 if args.small else 3)
+    repeat = args.repeat or (1 if args.small else 5)
     chains: list[tuple[str, float | None]] = [("instant", None), (f"{block_time:g}s blocks", block_time)]
-    print(f"Pay + start benchmark: {repeat} repetition(s) per cell; {_common.machine()}")
+    load_before = os.getloadavg()
+    print(
+        f"Pay + start benchmark: {repeat} repetition(s) per cell; {_common.machine()}; "
+        f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
+        f"command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}",
+        flush=True,
+    )
+
+    skipped: str | None = "--no-oceanpy" if args.no_oceanpy else None
+    python: Path | None = None
+    if skipped is None:
+        try:
+            python = _oceanpy.ensure_venv()
+        except _oceanpy.OceanPyUnavailable as error:
+            skipped = f"ocean.py {_oceanpy.VERSION} could not be installed: {error}"
+    clients = ["hook"] if skipped else ["hook", "ocean.py"]
 
     results: list[dict[str, Any]] = []
-    with _common.sandbox() as info:
+    loads: list[float] = [load_before[0]]
+    with _common.sandbox() as info, tempfile.TemporaryDirectory(prefix="ocean-bench-oceanpy-") as scratch:
         assets = info["assets"]
         scenarios = {
             1: [assets["dataset"]["did"]],
@@ -189,74 +253,185 @@ def main() -> int:
             _common.CountingProxy(info["provider_url"]) as provider_proxy,
             _common.CountingProxy(info["rpc_url"]) as rpc_proxy,
         ):
-            for flow in ("hook", "sequential"):  # warm-up, not counted: imports, first connections
-                measure(info, provider_proxy, rpc_proxy, flow, scenarios[1])
-            for chain, interval in chains:
-                with BlockProducer(info["rpc_url"], interval):
-                    for _ in range(repeat):
-                        for dids in scenarios.values():
-                            for flow in ("hook", "sequential"):
-                                result = measure(info, provider_proxy, rpc_proxy, flow, dids)
-                                results.append({**result, "chain": chain})
+            driver: _oceanpy.OceanPyDriver | None = None
+            if python is not None:
+                try:
+                    driver = _oceanpy.OceanPyDriver(
+                        python,
+                        {
+                            "rpc_url": rpc_proxy.url,
+                            "provider_url": provider_proxy.url,
+                            "aquarius_url": provider_proxy.url,
+                            "address_file": str(_oceanpy.address_file(info, Path(scratch))),
+                            "key": info["other"]["key"],
+                        },
+                    )
+                except _oceanpy.OceanPyUnavailable as error:
+                    skipped, clients = f"the ocean.py driver did not start: {error}", ["hook"]
+            bench = Bench(info, provider_proxy, rpc_proxy, driver)
+            try:
+                for client in clients:  # warm-up, not counted: imports, first connections
+                    for dids in scenarios.values():
+                        bench.measure(client, dids)
+                for chain, interval in chains:
+                    with BlockProducer(info["rpc_url"], interval) as blocks:
+                        for index in range(repeat):
+                            for dids in scenarios.values():
+                                for client in clients:  # interleaved
+                                    # each repetition at its own point of the block clock, the same for
+                                    # both clients: (index + 0.5) / repeat of an interval after a block
+                                    blocks.align((index + 0.5) / repeat)
+                                    result = bench.measure(client, dids)
+                                    results.append({**result, "chain": chain})
+                            loads.append(os.getloadavg()[0])
+            finally:
+                if driver is not None:
+                    driver.close()
+    return report(args, chains, repeat, results, clients, skipped, loads)
 
-    def cell(chain: str, count: int, flow: str) -> dict[str, Any]:
-        runs = [r for r in results if (r["chain"], r["datasets"], r["flow"]) == (chain, count, flow)]
-        first = runs[0]
+
+def report(
+    args: argparse.Namespace,
+    chains: list[tuple[str, float | None]],
+    repeat: int,
+    results: list[dict[str, Any]],
+    clients: list[str],
+    skipped: str | None,
+    loads: list[float],
+) -> int:
+    def runs(chain: str, count: int, client: str) -> list[dict[str, Any]]:
+        return [r for r in results if (r["chain"], r["datasets"], r["client"]) == (chain, count, client)]
+
+    def cell(chain: str, count: int, client: str) -> dict[str, Any]:
+        these = runs(chain, count, client)
+        seconds = [r["seconds"] for r in these]
+        phases = {p: _common.median([r["phases"].get(p, math.nan) for r in these]) for p in PHASES}
         return {
-            **first,
-            "seconds": _common.median([r["seconds"] for r in runs]),
-            "in_flight_together": all(r["in_flight_together"] for r in runs),
-            "order_blocks": max(r["order_blocks"] for r in runs),
+            **these[0],
+            "seconds": _common.median(seconds),
+            "min": min(seconds),
+            "max": max(seconds),
+            "in_flight_together": all(r["in_flight_together"] for r in these),
+            "order_blocks": max(r["order_blocks"] for r in these),
+            "phases": phases,
         }
 
-    rows = []
+    print(f"\nLoad average (1 min) during the run: {min(loads):.2f} to {max(loads):.2f}")
+    if skipped:
+        print(f"\nocean.py comparison SKIPPED ({skipped}): the hook alone is measured below.")
+    goals = _common.Goals("pay_start")
+    figures: dict[str, Any] = {"load_1min": [round(min(loads), 2), round(max(loads), 2)], "repeat": repeat}
+    summary = []
     for chain, _interval in chains:
         for count in (1, 3):
-            for flow in ("hook", "sequential"):
-                c = cell(chain, count, flow)
-                rows.append(
-                    [
-                        chain,
-                        count,
-                        flow,
-                        c["http"],
-                        c["rpc"],
-                        c["rpc_requests"],
-                        c["http"] + c["rpc_requests"],
-                        c["transactions"],
-                        c["order_blocks"],
-                        f"{c['seconds']:.2f}",
-                    ]
-                )
-    _common.print_table(
-        f"Pay + start (wall time: median of {repeat})",
-        [
-            "chain",
-            "datasets",
-            "flow",
-            "Provider HTTP",
-            "RPC calls",
-            "RPC requests",
-            "round trips",
-            "transactions",
-            "blocks with orders",
-            "wall s",
-        ],
-        rows,
-    )
-    for count in (1, 3):
-        for flow in ("hook", "sequential"):
-            c = cell(chains[0][0], count, flow)
-            print(
-                f"\n{flow}, {count} dataset(s): Provider {json.dumps(c['http_by_endpoint'], sort_keys=True)}"
+            cells = {client: cell(chain, count, client) for client in clients}
+            rows = [
+                [
+                    client,
+                    f"{c['seconds']:.2f}",
+                    f"{c['min']:.2f}-{c['max']:.2f}",
+                    c["http"],
+                    c["rpc"],
+                    c["rpc_requests"],
+                    c["http"] + c["rpc_requests"],
+                    c["transactions"],
+                    c["order_blocks"],
+                ]
+                for client, c in cells.items()
+            ]
+            _common.print_table(
+                f"{chain}, {count} dataset(s) + algorithm: pay + start, median of {repeat} (interleaved)",
+                [
+                    "client",
+                    "wall s",
+                    "min-max s",
+                    "Provider HTTP",
+                    "RPC calls",
+                    "RPC requests",
+                    "round trips",
+                    "transactions",
+                    "blocks with orders",
+                ],
+                rows,
             )
-            print(f"  RPC {json.dumps(c['rpc_by_method'], sort_keys=True)}")
+            hook = cells["hook"]
+            key = f"{chain}|{count}"
+            figures[key] = {
+                client: {
+                    "s": round(c["seconds"], 3),
+                    "min": round(c["min"], 3),
+                    "max": round(c["max"], 3),
+                    "http": c["http"],
+                    "rpc": c["rpc"],
+                    "rpc_requests": c["rpc_requests"],
+                    "tx": c["transactions"],
+                    "blocks": c["order_blocks"],
+                }
+                for client, c in cells.items()
+            }
+            figures[key]["hook"]["phases"] = {p: round(v, 3) for p, v in hook["phases"].items()}
+            if "ocean.py" in cells:
+                ref = cells["ocean.py"]
+                ratio = hook["seconds"] / ref["seconds"]
+                figures[key]["ratio"] = round(ratio, 3)
+                print(f"  hook / ocean.py = {ratio:.2f} (goal <= {GOAL_RATIO})")
+                goals.check(
+                    f"{chain}, {count} dataset(s): hook <= {GOAL_RATIO}x ocean.py {_oceanpy.VERSION}",
+                    f"{hook['seconds']:.2f} s vs {ref['seconds']:.2f} s = {ratio:.2f}x",
+                    ratio <= GOAL_RATIO,
+                    enforced=not args.small,
+                )
+                summary.append(
+                    [chain, count, f"{hook['seconds']:.2f}", f"{ref['seconds']:.2f}", f"{ratio:.2f}"]
+                )
+    if summary:
+        _common.print_table(
+            f"Summary: pay + start, median of {repeat}, hook vs ocean.py {_oceanpy.VERSION}",
+            ["chain", "datasets", "hook s", "ocean.py s", "hook / ocean.py"],
+            summary,
+        )
+    _common.print_table(
+        "Where the hook's time goes (median s per phase; see the module docstring)",
+        ["chain", "datasets", *PHASES, "total"],
+        [
+            [
+                chain,
+                count,
+                *(f"{cell(chain, count, 'hook')['phases'][p]:.3f}" for p in PHASES),
+                f"{cell(chain, count, 'hook')['seconds']:.3f}",
+            ]
+            for chain, _i in chains
+            for count in (1, 3)
+        ],
+    )
+    if "ocean.py" in clients:
+        _common.print_table(
+            f"Where ocean.py {_oceanpy.VERSION}'s time goes (median s, measured in its process)",
+            ["chain", "datasets", "resolve DDOs + environment", "pay_for_compute_service", "compute.start"],
+            [
+                [
+                    chain,
+                    count,
+                    *(
+                        f"{_common.median([r['oceanpy_phases'][k] for r in these]):.3f}"
+                        for k in ("resolve_s", "pay_s", "start_s")
+                    ),
+                ]
+                for chain, _i in chains
+                for count in (1, 3)
+                for these in [runs(chain, count, "ocean.py")]
+            ],
+        )
+    for count in (1, 3):
+        for client in clients:
+            c = cell(chains[0][0], count, client)
+            print(f"\n{client}, {count} dataset(s), instant: Provider {json_sorted(c['http_by_endpoint'])}")
+            print(f"  RPC {json_sorted(c['rpc_by_method'])}")
 
-    goals = _common.Goals("pay_start")
     slow_chain = chains[1][0]
     avoidable_rows = []
     for count in (1, 3):
-        hook_cell, seq_cell = cell(slow_chain, count, "hook"), cell(slow_chain, count, "sequential")
+        hook_cell = cell(slow_chain, count, "hook")
         orders = count + 1
         goals.check(
             f"{count} dataset(s): one transaction per order ({orders}), sent together",
@@ -276,27 +451,25 @@ def main() -> int:
             sum(avoidable.values()) == 0,
             enforced=not args.small,
         )
-        print(
-            f"{count} dataset(s), {slow_chain}: hook {hook_cell['seconds']:.2f} s, "
-            f"sequential {seq_cell['seconds']:.2f} s (not a goal: one block less to wait against the "
-            "hook's pre-spend checks)"
-        )
     _common.print_table(
         "Avoidable round trips of the hook flow (instant chain)",
         ["datasets", *AVOIDABLE, "total"],
         avoidable_rows,
     )
-    figures = {
-        f"{c['chain']}|{c['datasets']}|{c['flow']}": {
-            "http": c["http"],
-            "rpc": c["rpc"],
-            "rpc_requests": c["rpc_requests"],
-            "tx": c["transactions"],
-            "s": round(c["seconds"], 2),
-        }
-        for c in (cell(ch, n, f) for ch, _i in chains for n in (1, 3) for f in ("hook", "sequential"))
-    }
+    if skipped:
+        figures["oceanpy_skipped"] = skipped
+        goals.check(
+            f"hook <= {GOAL_RATIO}x ocean.py {_oceanpy.VERSION}",
+            f"SKIPPED: {skipped}",
+            True,
+        )
     return goals.report(figures)
+
+
+def json_sorted(value: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)
 
 
 #: Round trips the hook flow makes that carry no new information (see benchmarks/README.md).
