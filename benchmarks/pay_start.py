@@ -199,15 +199,17 @@ def hook_phases(
     paths = [(t, e, urlsplit(p).path) for t, e, _m, p, _r in http]
     init = [(t, e) for t, e, p in paths if p.endswith("/initializeCompute")]
     start = [t for t, _e, p in paths if p.endswith("/api/services/compute") or p.endswith("/nonce")]
-    sending = [
-        (t, e) for t, e, _m, _p, r in rpc if {"eth_sendRawTransaction", "eth_getTransactionCount"} & set(r)
-    ]
-    if not init or not start or not sending:
+    broadcasts = [(t, e) for t, e, _m, _p, r in rpc if "eth_sendRawTransaction" in r]
+    if not init or not start or not broadcasts:
         return {}
+    # the pending-nonce read right before the first broadcast belongs to sending (later ones are the
+    # wait's checks for a replaced transaction)
+    counts = [t for t, _e, _m, _p, r in rpc if "eth_getTransactionCount" in r and t <= broadcasts[0][0]]
     t_init, t_checks = init[0][0], init[-1][1]
-    t_send = sending[0][0]
-    t_wait = max(e for _t, e in sending)
-    t_start = min(t for t in start if t >= t_wait) if any(t >= t_wait for t in start) else finished
+    t_send = counts[-1] if counts else broadcasts[0][0]
+    t_wait = max(e for _t, e in broadcasts)
+    later = [t for t in start if t >= t_wait]
+    t_start = min(later) if later else finished
     marks = [started, t_init, t_checks, t_send, t_wait, t_start, finished]
     return {name: max(0.0, b - a) for name, a, b in zip(PHASES, marks, marks[1:], strict=False)}
 
