@@ -22,7 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 #: Each script with ``--small`` and, where the smoke run can be smaller still without losing a structural
 #: goal, the smallest sizes: 12 jobs (more than the engine's 10 in flight, so some wait queued) over two
 #: waiting intervals; one round of the 64 MiB download (held in memory, it would miss the 64 MB goal);
-#: half-second blocks (each order still costs the sequential flow a block).
+#: half-second blocks, and the hook alone (``--no-oceanpy``: the ocean.py comparison needs PyPI once).
 SCRIPTS = {
     "batched_polling": ["--small", "--jobs", "12", "--intervals", "2"],
     "stream_results": ["--small", "--rounds", "1"],
