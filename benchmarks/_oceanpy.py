@@ -65,7 +65,8 @@ def ensure_venv() -> Path:
         for step in steps:
             done = subprocess.run(step, capture_output=True, text=True, timeout=900, check=False)
             if done.returncode != 0:
-                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+                said = (done.stderr or done.stdout).strip().splitlines()
+                tail = ([line for line in said if not line.startswith("WARNING")] or said)[-3:]
                 raise OceanPyUnavailable(f"{' '.join(step[:4])}... failed: {' | '.join(tail)}")
         check = [str(build / "bin" / "python"), "-c", "import ocean_lib.ocean.ocean"]
         done = subprocess.run(check, capture_output=True, text=True, timeout=300, check=False)

@@ -460,10 +460,9 @@ def report(
     )
     if skipped:
         figures["oceanpy_skipped"] = skipped
-        goals.check(
-            f"hook <= {GOAL_RATIO}x ocean.py {_oceanpy.VERSION}",
-            f"SKIPPED: {skipped}",
-            True,
+        print(
+            f"\nocean.py comparison SKIPPED ({skipped}): the goal hook <= {GOAL_RATIO}x ocean.py "
+            f"{_oceanpy.VERSION} was not measured; the result below is the other goals'."
         )
     return goals.report(figures)
 
