@@ -94,6 +94,23 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_provider_ocean.links.OceanJobStatusLink",
             "airflow_provider_ocean.links.OceanDatasetLink",
         ],
+        "config": {
+            "ocean": {
+                "description": "Settings of the Ocean Protocol provider that belong to a worker host, not a "
+                "connection.",
+                "options": {
+                    "download_write_path": {
+                        "description": "How result files are written to a path: 'cache' (through the page "
+                        "cache) or 'direct' (results of 64 MiB or more with O_DIRECT, past the page cache). "
+                        "Which is faster depends on the machine: benchmarks/stream_results.py measures both.",
+                        "version_added": None,
+                        "type": "string",
+                        "example": "direct",
+                        "default": "cache",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "connection-type": "ocean",

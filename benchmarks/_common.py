@@ -298,6 +298,14 @@ class Goals:
         return 1 if failed else 0
 
 
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages (``os.getloadavg``)."""
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def machine() -> str:
     """A one-line description of the machine (cores, Python)."""
-    return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}"
+    return (
+        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M %Z')}, "
+        f"load average {load_average()}"
+    )

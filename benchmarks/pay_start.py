@@ -229,7 +229,6 @@ def main() -> int:
     load_before = os.getloadavg()
     print(
         f"Pay + start benchmark: {repeat} repetition(s) per cell; {_common.machine()}; "
-        f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
         f"command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}",
         flush=True,
     )

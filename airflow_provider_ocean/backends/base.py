@@ -66,6 +66,7 @@ class BackendContext:
     :param log: the hook's logger.
     :param retry_limit: attempts for idempotent reads.
     :param retry_delay: initial backoff between those attempts, in seconds.
+    :param write_path: how results are written to a path: ``cache`` or ``direct`` (``wire/download.py``).
     :param order_journal: while set, called with a record of every order transaction right before its
         broadcast (see payment/journal.py); the hook sets it for one payment.
     """
@@ -78,6 +79,7 @@ class BackendContext:
     log: Log
     retry_limit: int = 3
     retry_delay: float = 1.0
+    write_path: str = "cache"
     order_journal: Callable[[dict[str, Any]], None] | None = None
 
     def __repr__(self) -> str:
@@ -171,6 +173,7 @@ class BackendContext:
             verify=self.settings.verify_ssl,
             retry_limit=self.retry_limit,
             retry_delay=self.retry_delay,
+            write_path=self.write_path,
             **extra,
         )
 

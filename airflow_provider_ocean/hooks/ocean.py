@@ -55,6 +55,10 @@ class OceanComputeHook(BaseHook):
         ``timeout`` extra; start and initializeCompute always allow at least 180 s).
     :param retry_limit: attempts for idempotent reads (status, environments, DDO, nonce).
     :param retry_delay: initial backoff between those attempts, in seconds.
+    :param download_write_path: how results are written to a path: ``cache`` (through the page cache) or
+        ``direct`` (results of 64 MiB or more with ``O_DIRECT``). Default: the Airflow setting
+        ``[ocean] download_write_path``, else ``cache``. ``benchmarks/stream_results.py`` tells which one
+        is faster on a machine.
     """
 
     conn_name_attr = "ocean_conn_id"
@@ -69,10 +73,24 @@ class OceanComputeHook(BaseHook):
         timeout: float | None = None,
         retry_limit: int = 3,
         retry_delay: float = 1.0,
+        download_write_path: str | None = None,
     ) -> None:
         super().__init__()
         if retry_limit < 1:
             raise OceanConfigError("retry_limit must be at least 1")
+        if download_write_path is None:
+            from airflow.sdk.configuration import conf
+
+            download_write_path = conf.get("ocean", "download_write_path", fallback="cache") or "cache"
+        from airflow_provider_ocean.wire.download import WRITE_PATHS
+
+        download_write_path = download_write_path.strip().lower()
+        if download_write_path not in WRITE_PATHS:
+            raise OceanConfigError(
+                f"download_write_path ([ocean] download_write_path) must be 'cache' or 'direct', "
+                f"got {download_write_path!r}"
+            )
+        self.download_write_path = download_write_path
         self.ocean_conn_id = ocean_conn_id
         self.timeout = timeout
         self.retry_limit = retry_limit
@@ -153,6 +171,7 @@ class OceanComputeHook(BaseHook):
             log=self.log,
             retry_limit=self.retry_limit,
             retry_delay=self.retry_delay,
+            write_path=self.download_write_path,
         )
 
     @property

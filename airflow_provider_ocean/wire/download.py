@@ -3,8 +3,9 @@
 :func:`save_result` streams a result answer in constant memory to a file object, a file path or an existing
 directory (the name then comes from ``Content-Disposition`` or the job's listing, through
 :func:`safe_filename`). It hashes every byte (SHA-256), writes paths atomically (a temporary file next to
-the target, renamed at the end; nothing is left behind on failure), writes large results with ``O_DIRECT``
-(:mod:`airflow_provider_ocean.wire.direct_io`), and checks the body against its ``Content-Length`` and
+the target, renamed at the end; nothing is left behind on failure), writes through the page cache (large
+results with ``O_DIRECT`` instead where the ``direct`` write path is chosen: :data:`WRITE_PATHS`,
+:mod:`airflow_provider_ocean.wire.direct_io`), and checks the body against its ``Content-Length`` and
 against the size the job lists for the result: Ocean Node answers 200 with an empty body for an index or
 owner it does not serve, which must not pass for the file. Logs are written without Docker's log frames
 (:mod:`airflow_provider_ocean.wire.log_frames`) unless the raw bytes are asked for.
@@ -29,7 +30,7 @@ from urllib.parse import unquote
 
 import requests
 
-from airflow_provider_ocean.exceptions import OceanResultSizeError
+from airflow_provider_ocean.exceptions import OceanResultSizeError, OceanValidationError
 from airflow_provider_ocean.models import DownloadedResult
 from airflow_provider_ocean.wire.direct_io import (
     DIRECT_IO_MIN_BYTES,
@@ -59,7 +60,57 @@ Destination: TypeAlias = Union[str, "os.PathLike[str]", BinarySink]  # noqa: UP0
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 4 * 1024 * 1024
+#: How results are written to a path: ``cache`` (the page cache, the default) or ``direct`` (results of
+#: :data:`~airflow_provider_ocean.wire.direct_io.DIRECT_IO_MIN_BYTES` or more with ``O_DIRECT``). Which one
+#: is faster depends on the machine: ``benchmarks/stream_results.py`` measures both (benchmarks/README.md).
+WRITE_PATHS = ("cache", "direct")
+
+
+def checked_write_path(value: str) -> str:
+    """``value`` if it is one of :data:`WRITE_PATHS`.
+
+    :param value: the write path asked for.
+    :raises OceanValidationError: it is not.
+    """
+    if value not in WRITE_PATHS:
+        raise OceanValidationError(f"write_path must be one of {WRITE_PATHS}, got {value!r}")
+    return value
+
+
+#: Bounds of the read buffer: it is the size of one core's L2 cache within them (:func:`read_chunk_size`).
+MIN_CHUNK_SIZE = 256 * 1024
+MAX_CHUNK_SIZE = 1024 * 1024
+#: The read buffer where the L2 cache size cannot be read.
+DEFAULT_CHUNK_SIZE = 512 * 1024
+_L2_SIZE_FILE = "/sys/devices/system/cpu/cpu0/cache/index{}/size"
+
+
+def read_chunk_size() -> int:
+    """Bytes per read of a result body: one core's L2 cache size, within :data:`MIN_CHUNK_SIZE` and
+    :data:`MAX_CHUNK_SIZE` (:data:`DEFAULT_CHUNK_SIZE` where Linux's ``sysfs`` does not tell it).
+
+    Each buffer is received into, written and hashed while it is still in the cache; a buffer larger than
+    the cache makes every one of those passes go to memory. Measured on a 2-core VM with 512 KiB of L2 per
+    core (benchmarks/README.md): 4 MiB buffers doubled the kernel's time per GiB and ran at 0.73x curl,
+    512 KiB ones at 1.35x.
+    """
+    for index in range(6):
+        try:
+            level = Path(_L2_SIZE_FILE.format(index)).with_name("level").read_text().strip()
+            if level != "2":
+                continue
+            text = Path(_L2_SIZE_FILE.format(index)).read_text().strip().upper()
+        except OSError:
+            continue
+        match = re.fullmatch(r"(\d+)([KM]?)", text)
+        if not match:
+            break
+        size = int(match.group(1)) * {"": 1, "K": 1024, "M": 1024 * 1024}[match.group(2)]
+        return min(max(size, MIN_CHUNK_SIZE), MAX_CHUNK_SIZE)
+    return DEFAULT_CHUNK_SIZE
+
+
+CHUNK_SIZE = read_chunk_size()
 #: Longest file name :func:`safe_filename` returns.
 MAX_NAME_LENGTH = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -150,6 +201,7 @@ def save_result(
     chunk_size: int = CHUNK_SIZE,
     started: float | None = None,
     decode_log_frames: bool = False,
+    write_path: str = "cache",
 ) -> DownloadedResult:
     """Stream a result answer to ``destination``; the response is closed in every case.
 
@@ -168,6 +220,7 @@ def save_result(
     :param decode_log_frames: the result is a log: write it without Docker's log frames (plain text is
         written unchanged). The listed size is checked against the bytes received; ``bytes_written`` and
         ``sha256`` describe what was written.
+    :param write_path: ``cache`` or ``direct`` (:data:`WRITE_PATHS`): how a large result goes to a path.
     :raises OceanConnectionError: the stream broke or ended before its ``Content-Length``.
     :raises OceanResultSizeError: the body's length is not the listed size.
     """
@@ -192,7 +245,9 @@ def save_result(
                 target = target / safe_filename(name, fallback_name)
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=".ocean-", suffix=".part", dir=target.parent)
-            direct = None if decode_log_frames else _direct_target(response, tmp_name)
+            direct = None
+            if write_path == "direct" and not decode_log_frames:
+                direct = _direct_target(response, tmp_name)
             if direct is not None:  # a large result: straight to disk, past the page cache
                 os.close(fd)
                 body, fd = direct
@@ -371,11 +426,11 @@ def _copy_body(
 ) -> int:
     """Stream ``body`` to ``handle`` at socket speed in constant memory.
 
-    Two buffers are filled in turn with ``readinto`` (no bytes object per chunk); each is written, and
-    hashed in a helper thread while the next one is received and written (SHA-256 runs at about the
-    speed of a local socket, so hashing inline would halve the throughput; ``hashlib``, ``readinto`` and
-    ``write`` all release the GIL). File objects other than plain files and ``BytesIO`` get a copy of
-    each chunk, since they might keep a reference to what they are given.
+    Two buffers of ``chunk_size`` (:func:`read_chunk_size`) are filled in turn with ``readinto`` (no bytes
+    object per chunk); each is written, and hashed in a helper thread while the next one is received and
+    written (SHA-256 runs at about the speed of a local socket, so hashing inline would halve the
+    throughput; ``hashlib``, ``readinto`` and ``write`` all release the GIL). File objects other than plain
+    files and ``BytesIO`` get a copy of each chunk, since they might keep a reference to what they are given.
     """
     size = max(int(chunk_size), 64 * 1024)
     buffers = (bytearray(size), bytearray(size))

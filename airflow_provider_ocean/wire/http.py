@@ -37,7 +37,7 @@ from airflow_provider_ocean.exceptions import (
 )
 from airflow_provider_ocean.retry import read_retrying
 from airflow_provider_ocean.signing import NONCES, NonceAllocator
-from airflow_provider_ocean.wire.download import CHUNK_SIZE, ListedSizes, save_result
+from airflow_provider_ocean.wire.download import CHUNK_SIZE, ListedSizes, checked_write_path, save_result
 from airflow_provider_ocean.wire.errors import (
     is_rate_limit,
     parse_error,
@@ -140,6 +140,7 @@ class WireClient:
     :param session: a session to use (a new one by default).
     :param nonces: the nonce allocator (the process-wide one by default).
     :param sleep: the sleep function (tests).
+    :param write_path: how results are written to a path, ``cache`` or ``direct`` (``wire/download.py``).
     """
 
     #: The server's name in messages.
@@ -169,7 +170,9 @@ class WireClient:
         session: requests.Session | None = None,
         nonces: NonceAllocator | None = None,
         sleep: Callable[[float], None] | None = None,
+        write_path: str = "cache",
     ) -> None:
+        self.write_path = checked_write_path(write_path)
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise OceanValidationError(
                 f"The {self.service} URL must start with http:// or https://, got {base_url!r}"
@@ -479,6 +482,7 @@ class WireClient:
             started=started,
             decode_log_frames=not raw_logs
             and is_log_result(result_type or self._listed.kind(job_id, index), filename),
+            write_path=self.write_path,
         )
 
     def _result_response(self, signer: Signer, job_id: str, index: int, operation: str) -> requests.Response:

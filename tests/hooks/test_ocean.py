@@ -90,6 +90,23 @@ class TestBasics:
         with pytest.raises(OceanConfigError):
             OceanComputeHook(retry_limit=0)
 
+    def test_download_write_path_comes_from_the_airflow_setting(self, monkeypatch):
+        monkeypatch.delenv("AIRFLOW__OCEAN__DOWNLOAD_WRITE_PATH", raising=False)
+        assert OceanComputeHook().download_write_path == "cache"
+        monkeypatch.setenv("AIRFLOW__OCEAN__DOWNLOAD_WRITE_PATH", "Direct")
+        assert OceanComputeHook().download_write_path == "direct"
+        assert OceanComputeHook(download_write_path="cache").download_write_path == "cache"
+        monkeypatch.setenv("AIRFLOW__OCEAN__DOWNLOAD_WRITE_PATH", "o_direct")
+        with pytest.raises(OceanConfigError, match="download_write_path"):
+            OceanComputeHook()
+
+    def test_the_write_path_reaches_the_wire_client(self, monkeypatch):
+        monkeypatch.delenv("AIRFLOW__OCEAN__DOWNLOAD_WRITE_PATH", raising=False)
+        set_conn(monkeypatch, extra={"chain_id": 8996, "backend": "provider_v4"})
+        for chosen in ("direct", "cache"):
+            backend = hook(download_write_path=chosen).compute
+            assert backend.client.write_path == chosen  # type: ignore[attr-defined]
+
     def test_module_import_is_light(self):
         import subprocess
 

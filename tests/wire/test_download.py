@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_ocean.exceptions import OceanConnectionError, OceanResultSizeError
+from airflow_provider_ocean.exceptions import OceanConnectionError, OceanResultSizeError, OceanValidationError
 from airflow_provider_ocean.signing import Signer
 from airflow_provider_ocean.wire.download import MAX_NAME_LENGTH, ListedSizes, safe_filename
 from tests.wire.support import BACKENDS, make, serve
@@ -118,6 +118,31 @@ def test_listed_sizes_keep_the_latest_jobs() -> None:
     assert (sizes.get("a", 0), sizes.get("b", 0), sizes.get("c", 0), sizes.get("c", 1)) == (None, 2, 2, None)
 
 
+def test_large_results_go_through_the_page_cache_by_default(
+    backend: str, server: RecordingServer, signer: Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_ocean.wire import download
+
+    opened: list[str] = []
+    monkeypatch.setattr(download, "DIRECT_IO_MIN_BYTES", 1024 * 1024)
+    monkeypatch.setattr(download, "open_direct", lambda path: opened.append(path))
+    body = bytes(range(256)) * 8192 + b"tail"
+    server.routes[STATUS] = listed_job(backend, size=len(body))
+    server.routes[RESULT] = Reply(raw=body, headers={"Content-Type": "application/octet-stream"})
+    client = make(backend, server.url)
+    assert client.write_path == "cache"
+    list_results(backend, client, signer)
+    got = client.download_result(signer, job_id(backend), 0, tmp_path / "big.tar")
+    assert opened == []
+    assert got.sha256 == hashlib.sha256((tmp_path / "big.tar").read_bytes()).hexdigest()
+    assert got.sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_an_unknown_write_path_is_refused(backend: str) -> None:
+    with pytest.raises(OceanValidationError, match="write_path"):
+        make(backend, "http://127.0.0.1:9", write_path="tmpfs")
+
+
 def test_large_results_are_written_with_o_direct_on_both_clients(
     backend: str, server: RecordingServer, signer: Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,7 +163,7 @@ def test_large_results_are_written_with_o_direct_on_both_clients(
     body = bytes(range(256)) * 8192 + b"tail"  # 2 MiB and a partial block
     server.routes[STATUS] = listed_job(backend, size=len(body))
     server.routes[RESULT] = Reply(raw=body, headers={"Content-Type": "application/octet-stream"})
-    client = make(backend, server.url)
+    client = make(backend, server.url, write_path="direct")
     list_results(backend, client, signer)
     got = client.download_result(signer, job_id(backend), 0, tmp_path / "big.tar")
     assert len(opened) == 1
@@ -201,3 +226,29 @@ def test_the_node_listed_name_is_made_safe(signer: Signer, tmp_path: Path) -> No
     finally:
         server.close()
     assert got.path == str(tmp_path / "out_tar")
+
+
+# -- read buffer -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("caches", "expected"),
+    [
+        ({"index0": ("1", "32K"), "index1": ("1", "32K"), "index2": ("2", "512K")}, 512 * 1024),
+        ({"index0": ("1", "48K"), "index2": ("2", "2048K"), "index3": ("3", "32M")}, 1024 * 1024),
+        ({"index0": ("2", "64K")}, 256 * 1024),
+        ({"index0": ("2", "1M")}, 1024 * 1024),
+        ({"index0": ("1", "32K"), "index1": ("3", "8M")}, 512 * 1024),  # no L2 listed
+        ({"index0": ("2", "a lot")}, 512 * 1024),
+        ({}, 512 * 1024),  # no sysfs (macOS, a container without /sys)
+    ],
+)
+def test_the_read_buffer_is_one_cores_l2_cache_within_bounds(
+    caches: dict[str, tuple[str, str]], expected: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_ocean.wire import download
+
+    for index, (level, size) in caches.items():
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "level").write_text(level + "\n")
+        (tmp_path / index / "size").write_text(size + "\n")
+    monkeypatch.setattr(download, "_L2_SIZE_FILE", str(tmp_path / "index{}" / "size"))
+    assert download.read_chunk_size() == expected

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -823,7 +824,8 @@ class TestDownload:
 
 
 class TestDirectDownload(TestDownload):
-    """Large results go to disk with O_DIRECT (threshold lowered so that 24 MiB + a partial block counts)."""
+    """With the ``direct`` write path, large results go to disk with O_DIRECT (threshold lowered so that
+    24 MiB + a partial block counts)."""
 
     SIZE = 24 * 1024 * 1024 + 12_345  # not a multiple of the block size: the tail is written buffered
 
@@ -849,6 +851,10 @@ class TestDirectDownload(TestDownload):
 
         monkeypatch.setattr(download, "DIRECT_IO_MIN_BYTES", 1024 * 1024)
         monkeypatch.setattr(download, "open_direct", spy)
+        plain = make_client
+        monkeypatch.setattr(
+            sys.modules[__name__], "make_client", lambda url, **kw: plain(url, write_path="direct", **kw)
+        )
         self.opened = opened
 
     def test_streams_to_a_path_in_constant_memory(self, server, signer, tmp_path):
