@@ -366,6 +366,11 @@ class TransactionSender:
                             tx["nonce"] = max(pending, tried + 1)
                             log.info("Nonce %s was taken (%s); using %s", tried, exc.rpc_message, tx["nonce"])
                             continue
+                        # underpriced, the pending count not past the nonce (yet): another host's
+                        # transaction may be on its way into the block; the same nonce again after a
+                        # pause. A price under the node's floor is refused every time and raised below.
+                        time.sleep(random.uniform(0.0, 0.1 * attempt))  # noqa: S311 - jitter only
+                        continue
                     self._next_nonce = None
                     raise
                 break

@@ -79,17 +79,24 @@ def test_every_nonce_taken_answer_re_reads_the_pending_count_and_re_signs(answer
 def test_ganache_underpriced_is_a_taken_nonce_only_when_the_pending_count_moved_past_it() -> None:
     """ganache answers ``transaction underpriced`` when its pool holds another host's transaction with our
     nonce (seen on the london hardfork); geth answers the same for a price under its floor, where nothing
-    holds the nonce: re-signing with a higher nonce would leave a gap, so that is raised."""
+    holds the nonce: re-signing with a higher nonce would leave a gap, so the same nonce is tried again
+    (a bounded number of times) until the pending count moves past it, and raised if it never does."""
     taken = _HostsRpc("transaction underpriced")
     sender = TransactionSender(taken, KEY, lock_dir=None)  # type: ignore[arg-type]
     assert sender.send(sender.address, b"", gas=21_000, fees=FEES).tx["nonce"] == 7
     assert [_nonce_of(raw) for raw in taken.raw_sent] == [5, 7]
+    # the other host's transaction is counted only at the second re-read (it was being mined)
+    late = _HostsRpc("transaction underpriced", taken=2)
+    late.counts = iter([5, 5, 6])
+    sender = TransactionSender(late, KEY, lock_dir=None)  # type: ignore[arg-type]
+    assert sender.send(sender.address, b"", gas=21_000, fees=FEES).tx["nonce"] == 6
+    assert [_nonce_of(raw) for raw in late.raw_sent] == [5, 5, 6]
     floor = _HostsRpc("transaction underpriced", taken=100)
-    floor.counts = iter([5, 5, 5])
+    floor.counts = iter([5] * 20)
     sender = TransactionSender(floor, KEY, lock_dir=None)  # type: ignore[arg-type]
     with pytest.raises(RpcError, match="transaction underpriced"):
         sender.send(sender.address, b"", gas=21_000, fees=FEES)
-    assert len(floor.raw_sent) == 1
+    assert [_nonce_of(raw) for raw in floor.raw_sent] == [5] * tx_module.NONCE_ATTEMPTS
 
 
 def test_a_nonce_other_hosts_keep_taking_is_tried_a_bounded_number_of_times() -> None:
