@@ -74,6 +74,48 @@ def ocean_conn(sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> str:
     return "ocean_default"
 
 
+# -- pytest-xdist: two workers (``addopts`` in setup.cfg) ---------------------------------------------------
+# Each worker is a test session of its own: its own AIRFLOW_HOME (above), sandboxes and servers on free ports
+# and temporary folders. ``--dist loadfile`` keeps every module on one worker (module fixtures are set up
+# once) and ``--no-loadscope-reorder`` keeps the order set here: modules with a ``slow`` test first, so that
+# the long ones start early and the short ones fill in around them.
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)  # stable: slow ones first
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On an xdist worker: hand the browser tests' summary (``tests/ui``) to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        from tests.ui.support import REPORT
+
+        workeroutput["ocean_ui_report"] = {
+            "dir": str(REPORT["dir"]) if REPORT.get("dir") else None,
+            "screenshots": [str(path) for path in REPORT["screenshots"]],
+            "notes": list(REPORT["notes"]),
+        }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the xdist controller: gather the browser tests' summary of a finished worker."""
+    from tests.ui.support import REPORT
+
+    report = getattr(node, "workeroutput", {}).get("ocean_ui_report") or {}
+    REPORT["notes"].extend(report.get("notes", []))
+    REPORT["screenshots"].extend(Path(path) for path in report.get("screenshots", []))
+    if report.get("dir"):
+        REPORT["dir"] = Path(report["dir"])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The browser tests' screenshots and notes (``tests/ui``), whichever process ran them."""
+    from tests.ui.support import write_summary
+
+    write_summary(terminalreporter)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"ocean sandbox cache: {os.environ.get('OCEAN_SANDBOX_CACHE', '~/.cache/airflow_provider_ocean')}"
 
