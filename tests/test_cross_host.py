@@ -23,7 +23,7 @@ import pytest
 
 from tests.cross_host_support import plain_ganache, run_cross_host
 
-pytestmark = [pytest.mark.chain, pytest.mark.slow]
+pytestmark = [pytest.mark.chain, pytest.mark.slow, pytest.mark.alone]
 
 HOSTS = 3
 TASKS_PER_HOST = 4

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_ocean.lineage import public_url, uri_namespace_name
+from tests.faults import airflow_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "ocean_lineage"
@@ -253,7 +254,8 @@ def lineage_run(
 ) -> LineageRun:
     pytest.importorskip("airflow.providers.openlineage")
     home = tmp_path_factory.mktemp("airflow-home-lineage")
-    shutil.copy2(Path(airflow_db) / "airflow.db", home / "airflow.db")
+    # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
+    shutil.copy2(airflow_cli.migrated_template() / "airflow.db", home / "airflow.db")
     events_file = home / "openlineage.jsonl"
     env = {
         **os.environ,

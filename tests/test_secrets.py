@@ -39,7 +39,7 @@ from airflow_provider_ocean.operators.results import OceanComputeResultsOperator
 from tests.faults import airflow_cli, harness
 from tests.faults.proxy import FaultProxy, UpstreamResponse, self_signed_context
 
-pytestmark = pytest.mark.chain
+pytestmark = [pytest.mark.chain, pytest.mark.alone]  # the sensor must still be waiting when it runs
 
 REPO = Path(__file__).resolve().parents[1]
 CONN_ID = "ocean_secrets"

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.faults import airflow_cli
+
 pytestmark = pytest.mark.chain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +74,8 @@ def example_runs(
 
     def launch(dag_id: str, *args: str) -> tuple[str, Path, subprocess.Popen[str]]:
         home = tmp_path_factory.mktemp(f"airflow-home-{dag_id}")
-        shutil.copy2(Path(airflow_db) / "airflow.db", home / "airflow.db")
+        # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
+        shutil.copy2(airflow_cli.migrated_template() / "airflow.db", home / "airflow.db")
         env = {
             **os.environ,
             "AIRFLOW_HOME": str(home),

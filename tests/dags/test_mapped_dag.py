@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.dags.test_example_dags import CliRun, check_summary
+from tests.faults import airflow_cli
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 
@@ -64,7 +65,8 @@ def mapped_run(
 ) -> MappedRun:
     results_dir = tmp_path_factory.mktemp("ocean-results-mapped")
     home = tmp_path_factory.mktemp("airflow-home-mapped")
-    shutil.copy2(Path(airflow_db) / "airflow.db", home / "airflow.db")
+    # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
+    shutil.copy2(airflow_cli.migrated_template() / "airflow.db", home / "airflow.db")
     dids = [sandbox["assets"][name]["did"] for name in DATASETS]
     env = {
         **os.environ,

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.faults import airflow_cli
+
 pytestmark = pytest.mark.chain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +73,8 @@ def test_example_dag_computes_on_published_csv_and_script(
 
     home = tmp_path / "airflow-home"
     home.mkdir()
-    shutil.copy2(Path(airflow_db) / "airflow.db", home / "airflow.db")
+    # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
+    shutil.copy2(airflow_cli.migrated_template() / "airflow.db", home / "airflow.db")
     results = tmp_path / "results"
     env = {
         **os.environ,

@@ -126,6 +126,7 @@ def test_truncated_download_with_the_results_operator(lab: FaultLab) -> None:
 
 
 # (6) --------------------------------------------------------------------------------------------------------
+@pytest.mark.alone  # the restarted server must answer within the task's three status attempts
 def test_server_restart_mid_job(lab: FaultLab) -> None:
     outcome = scenarios.server_restart(lab, "task", run_seconds=3.0)
     assert outcome.notes["restarted"], "the server was restarted while the algorithm ran"

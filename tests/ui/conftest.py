@@ -11,7 +11,8 @@ Everything runs on 127.0.0.1 in the test session's own AIRFLOW_HOME (see ``tests
 
 Without a browser the browser tests skip; the results-manifest test needs none and still runs.
 
-Screenshots go to a pytest temporary folder (printed at the end of the run). With
+Screenshots go to a pytest temporary folder (printed at the end of the run by ``tests/conftest.py``, which
+also collects the summary from the pytest-xdist workers). With
 ``OCEAN_UI_SCREENSHOTS_TO_DOCS=1`` they are also copied to ``docs/screenshots/`` when under 300 KB.
 """
 
@@ -31,7 +32,6 @@ from tests.ui.support import (
     start_api_server,
     start_dag_run,
     stop_process,
-    write_summary,
 )
 
 
@@ -96,7 +96,3 @@ def driver(chromium_browser: chromium.Browser, tmp_path_factory: pytest.TempPath
         yield browser
     finally:
         browser.quit()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    write_summary(terminalreporter)
