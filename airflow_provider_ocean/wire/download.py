@@ -77,22 +77,23 @@ def checked_write_path(value: str) -> str:
     return value
 
 
-#: Bounds of the read buffer: it is the size of one core's L2 cache within them (:func:`read_chunk_size`).
-MIN_CHUNK_SIZE = 256 * 1024
+#: Bounds of the read buffer: half of one core's L2 cache within them (:func:`read_chunk_size`).
+MIN_CHUNK_SIZE = 128 * 1024
 MAX_CHUNK_SIZE = 1024 * 1024
 #: The read buffer where the L2 cache size cannot be read.
-DEFAULT_CHUNK_SIZE = 512 * 1024
+DEFAULT_CHUNK_SIZE = 256 * 1024
 _L2_SIZE_FILE = "/sys/devices/system/cpu/cpu0/cache/index{}/size"
 
 
 def read_chunk_size() -> int:
-    """Bytes per read of a result body: one core's L2 cache size, within :data:`MIN_CHUNK_SIZE` and
+    """Bytes per read of a result body: half of one core's L2 cache, within :data:`MIN_CHUNK_SIZE` and
     :data:`MAX_CHUNK_SIZE` (:data:`DEFAULT_CHUNK_SIZE` where Linux's ``sysfs`` does not tell it).
 
     Each buffer is received into, written and hashed while it is still in the cache; a buffer larger than
     the cache makes every one of those passes go to memory. Measured on a 2-core VM with 512 KiB of L2 per
-    core (benchmarks/README.md): 4 MiB buffers doubled the kernel's time per GiB and ran at 0.73x curl,
-    512 KiB ones at 1.35x.
+    core, 1 GiB through the page cache (benchmarks/README.md): 4 MiB buffers cost 1.5-1.8 s of kernel time
+    and ran at 0.73x curl; 1-2 MiB ones 1.2-1.5 s; 256 KiB ones 0.6-0.8 s, at 1.3x curl in both positions of
+    the benchmark, where 512 KiB (the whole L2) fell to 0.8x right after another process's download.
     """
     for index in range(6):
         try:
@@ -106,7 +107,7 @@ def read_chunk_size() -> int:
         if not match:
             break
         size = int(match.group(1)) * {"": 1, "K": 1024, "M": 1024 * 1024}[match.group(2)]
-        return min(max(size, MIN_CHUNK_SIZE), MAX_CHUNK_SIZE)
+        return min(max(size // 2, MIN_CHUNK_SIZE), MAX_CHUNK_SIZE)
     return DEFAULT_CHUNK_SIZE
 
 

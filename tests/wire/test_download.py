@@ -232,16 +232,17 @@ def test_the_node_listed_name_is_made_safe(signer: Signer, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("caches", "expected"),
     [
-        ({"index0": ("1", "32K"), "index1": ("1", "32K"), "index2": ("2", "512K")}, 512 * 1024),
+        ({"index0": ("1", "32K"), "index1": ("1", "32K"), "index2": ("2", "512K")}, 256 * 1024),
         ({"index0": ("1", "48K"), "index2": ("2", "2048K"), "index3": ("3", "32M")}, 1024 * 1024),
-        ({"index0": ("2", "64K")}, 256 * 1024),
-        ({"index0": ("2", "1M")}, 1024 * 1024),
-        ({"index0": ("1", "32K"), "index1": ("3", "8M")}, 512 * 1024),  # no L2 listed
-        ({"index0": ("2", "a lot")}, 512 * 1024),
-        ({}, 512 * 1024),  # no sysfs (macOS, a container without /sys)
+        ({"index0": ("2", "4M")}, 1024 * 1024),
+        ({"index0": ("2", "128K")}, 128 * 1024),
+        ({"index0": ("2", "1M")}, 512 * 1024),
+        ({"index0": ("1", "32K"), "index1": ("3", "8M")}, 256 * 1024),  # no L2 listed
+        ({"index0": ("2", "a lot")}, 256 * 1024),
+        ({}, 256 * 1024),  # no sysfs (macOS, a container without /sys)
     ],
 )
-def test_the_read_buffer_is_one_cores_l2_cache_within_bounds(
+def test_the_read_buffer_is_half_of_one_cores_l2_cache_within_bounds(
     caches: dict[str, tuple[str, str]], expected: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow_provider_ocean.wire import download
