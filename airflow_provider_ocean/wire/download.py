@@ -417,6 +417,37 @@ def _copy(
     return written
 
 
+#: Hash in a helper thread only while a core is free for it: sampled every this many reads ...
+BUSY_SAMPLE_EVERY = 8
+#: ... and decided by the majority of the last this many samples.
+BUSY_VOTES = 5
+_LOADAVG = "/proc/loadavg"
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def no_core_free(cpus: int) -> bool:
+    """Whether every usable core but this thread's has a runnable thread right now (the running count of
+    ``/proc/loadavg``, this thread excluded); ``False`` where it cannot be read.
+
+    Hashing in a helper thread wins only on a free core: beside a CPU-bound neighbour on 2 cores, a 1 GiB
+    download ran at 0.82x curl with the helper thread and 0.89-0.95x hashing inline (benchmarks/README.md).
+
+    :param cpus: the cores this process may run on.
+    """
+    try:
+        with open(_LOADAVG, "rb") as handle:
+            running = int(handle.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return running - 1 >= cpus - 1
+
+
 def _copy_body(
     body: http.client.HTTPResponse,
     expected: int | None,
@@ -430,14 +461,19 @@ def _copy_body(
     Two buffers of ``chunk_size`` (:func:`read_chunk_size`) are filled in turn with ``readinto`` (no bytes
     object per chunk); each is written, and hashed in a helper thread while the next one is received and
     written (SHA-256 runs at about the speed of a local socket, so hashing inline would halve the
-    throughput; ``hashlib``, ``readinto`` and ``write`` all release the GIL). File objects other than plain
-    files and ``BytesIO`` get a copy of each chunk, since they might keep a reference to what they are given.
+    throughput where a core is free; ``hashlib``, ``readinto`` and ``write`` all release the GIL). While
+    no core is free (:func:`no_core_free`, sampled as the download goes) the buffers are hashed inline.
+    File objects other than plain files and ``BytesIO`` get a copy of each chunk, since they might keep a
+    reference to what they are given.
     """
     size = max(int(chunk_size), 64 * 1024)
     buffers = (bytearray(size), bytearray(size))
     reuse_ok = isinstance(handle, io.BufferedWriter | io.BufferedRandom | io.FileIO | io.BytesIO)
     written = 0
     turn = 0
+    reads = 0
+    cpus = _usable_cpus()
+    busy: collections.deque[bool] = collections.deque(maxlen=BUSY_VOTES)
     hasher: ThreadPoolExecutor | None = None
     pending: Future[None] | None = None
     try:
@@ -453,8 +489,12 @@ def _copy_body(
             chunk = view[:count]
             if pending is not None:
                 pending.result()  # the other buffer is hashed: it can be refilled after this one
-            if written == 0:
-                digest.update(chunk)  # small files need no thread
+                pending = None
+            if reads % BUSY_SAMPLE_EVERY == 0:  # sampled while the hashing thread is idle
+                busy.append(no_core_free(cpus))
+            reads += 1
+            if written == 0 or sum(busy) * 2 > len(busy):
+                digest.update(chunk)  # small files, or no core free: hashing inline costs less
             else:
                 if hasher is None:
                     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocean-sha256")

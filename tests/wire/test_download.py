@@ -253,3 +253,58 @@ def test_the_read_buffer_is_half_of_one_cores_l2_cache_within_bounds(
         (tmp_path / index / "size").write_text(size + "\n")
     monkeypatch.setattr(download, "_L2_SIZE_FILE", str(tmp_path / "index{}" / "size"))
     assert download.read_chunk_size() == expected
+
+
+# -- hashing beside the download -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("loadavg", "cpus", "expected"),
+    [
+        ("0.50 0.40 0.30 1/120 999\n", 2, False),  # only this thread runs: the other core is free
+        ("1.50 1.40 1.30 2/120 999\n", 2, True),  # one neighbour on a 2-core machine
+        ("1.50 1.40 1.30 2/120 999\n", 4, False),
+        ("3.10 2.40 2.30 4/120 999\n", 4, True),
+        ("garbage\n", 2, False),
+    ],
+)
+def test_no_core_free_reads_the_running_count(
+    loadavg: str, cpus: int, expected: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_ocean.wire import download
+
+    (tmp_path / "loadavg").write_text(loadavg)
+    monkeypatch.setattr(download, "_LOADAVG", str(tmp_path / "loadavg"))
+    assert download.no_core_free(cpus) is expected
+    monkeypatch.setattr(download, "_LOADAVG", str(tmp_path / "missing"))
+    assert download.no_core_free(cpus) is False
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_the_hash_is_the_same_inline_and_in_a_helper_thread(
+    busy: bool,
+    backend: str,
+    server: RecordingServer,
+    signer: Signer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy machine hashes inline (no helper thread started); a free core gets the helper thread."""
+    from airflow_provider_ocean.wire import download
+
+    threads: list[int] = []
+    real_pool = download.ThreadPoolExecutor
+
+    def pool(*args: Any, **kwargs: Any) -> Any:
+        threads.append(1)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(download, "ThreadPoolExecutor", pool)
+    monkeypatch.setattr(download, "no_core_free", lambda cpus: busy)
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    server.routes[STATUS] = listed_job(backend, size=len(body))
+    server.routes[RESULT] = Reply(raw=body, headers={"Content-Type": "application/octet-stream"})
+    client = make(backend, server.url)
+    list_results(backend, client, signer)
+    got = client.download_result(signer, job_id(backend), 0, tmp_path / "out.bin", chunk_size=128 * 1024)
+    assert got.sha256 == hashlib.sha256(body).hexdigest()
+    assert got.bytes_written == len(body)
+    assert threads == ([] if busy else [1])
