@@ -9,9 +9,7 @@ and no key, signature or signed URL anywhere. The helpers are checked without a 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -254,24 +252,20 @@ def lineage_run(
 ) -> LineageRun:
     pytest.importorskip("airflow.providers.openlineage")
     home = tmp_path_factory.mktemp("airflow-home-lineage")
-    # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
-    shutil.copy2(airflow_cli.migrated_template() / "airflow.db", home / "airflow.db")
     events_file = home / "openlineage.jsonl"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "tests" / "dags" / "lineage"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_OCEAN_DEFAULT": sandbox["conn_json"],
-        "AIRFLOW_VAR_OCEAN_DATASET_DID": sandbox["assets"]["dataset"]["did"],
-        "AIRFLOW_VAR_OCEAN_ALGORITHM_DID": sandbox["assets"]["algorithm"]["did"],
-        "AIRFLOW_VAR_OCEAN_RESULTS_DIR": str(home / "results"),
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": "ocean-tests",
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+    # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
+    env = airflow_cli.fresh_home(
+        home,
+        REPO / "tests" / "dags" / "lineage",
+        AIRFLOW_CONN_OCEAN_DEFAULT=sandbox["conn_json"],
+        AIRFLOW_VAR_OCEAN_DATASET_DID=sandbox["assets"]["dataset"]["did"],
+        AIRFLOW_VAR_OCEAN_ALGORITHM_DID=sandbox["assets"]["algorithm"]["did"],
+        AIRFLOW_VAR_OCEAN_RESULTS_DIR=str(home / "results"),
+        AIRFLOW__OPENLINEAGE__NAMESPACE="ocean-tests",
+        AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
             {"type": "file", "log_file_path": str(events_file), "append": True}
         ),
-    }
+    )
     airflow = str(Path(sys.executable).with_name("airflow"))
     started = time.monotonic()
     result = subprocess.run(

@@ -10,8 +10,6 @@ under ``$AIRFLOW_HOME/logs``): the task-log checks therefore read both the log f
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -75,18 +73,14 @@ def example_runs(
     def launch(dag_id: str, *args: str) -> tuple[str, Path, subprocess.Popen[str]]:
         home = tmp_path_factory.mktemp(f"airflow-home-{dag_id}")
         # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
-        shutil.copy2(airflow_cli.migrated_template() / "airflow.db", home / "airflow.db")
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_CONN_OCEAN_DEFAULT": sandbox["conn_json"],
-            "AIRFLOW_VAR_OCEAN_DATASET_DID": sandbox["assets"]["dataset"]["did"],
-            "AIRFLOW_VAR_OCEAN_ALGORITHM_DID": sandbox["assets"]["algorithm"]["did"],
-            "AIRFLOW_VAR_OCEAN_RESULTS_DIR": str(results_dir),
-        }
+        env = airflow_cli.fresh_home(
+            home,
+            REPO / "dags",
+            AIRFLOW_CONN_OCEAN_DEFAULT=sandbox["conn_json"],
+            AIRFLOW_VAR_OCEAN_DATASET_DID=sandbox["assets"]["dataset"]["did"],
+            AIRFLOW_VAR_OCEAN_ALGORITHM_DID=sandbox["assets"]["algorithm"]["did"],
+            AIRFLOW_VAR_OCEAN_RESULTS_DIR=str(results_dir),
+        )
         process = subprocess.Popen(
             [airflow, "dags", "test", dag_id, *args],
             env=env,

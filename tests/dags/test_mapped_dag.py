@@ -12,9 +12,7 @@ is tested in ``tests/triggers/test_ocean_trigger.py``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -65,20 +63,16 @@ def mapped_run(
 ) -> MappedRun:
     results_dir = tmp_path_factory.mktemp("ocean-results-mapped")
     home = tmp_path_factory.mktemp("airflow-home-mapped")
-    # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
-    shutil.copy2(airflow_cli.migrated_template() / "airflow.db", home / "airflow.db")
     dids = [sandbox["assets"][name]["did"] for name in DATASETS]
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_OCEAN_DEFAULT": sandbox["conn_json"],
-        "AIRFLOW_VAR_OCEAN_DATASET_DIDS": json.dumps(dids),
-        "AIRFLOW_VAR_OCEAN_ALGORITHM_DID": sandbox["assets"]["algorithm"]["did"],
-        "AIRFLOW_VAR_OCEAN_RESULTS_DIR": str(results_dir),
-    }
+    # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
+    env = airflow_cli.fresh_home(
+        home,
+        REPO / "dags",
+        AIRFLOW_CONN_OCEAN_DEFAULT=sandbox["conn_json"],
+        AIRFLOW_VAR_OCEAN_DATASET_DIDS=json.dumps(dids),
+        AIRFLOW_VAR_OCEAN_ALGORITHM_DID=sandbox["assets"]["algorithm"]["did"],
+        AIRFLOW_VAR_OCEAN_RESULTS_DIR=str(results_dir),
+    )
     log = Path(sandbox["sandbox"].state_dir) / "server.log"
     offset = log.stat().st_size
     airflow = str(Path(sys.executable).with_name("airflow"))

@@ -8,8 +8,6 @@ migrated metadata DB, as in test_example_dags.py.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -72,21 +70,16 @@ def test_example_dag_computes_on_published_csv_and_script(
     assert any(p.name.endswith("-readings.csv") for p in served.iterdir())  # served by the sandbox
 
     home = tmp_path / "airflow-home"
-    home.mkdir()
-    # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
-    shutil.copy2(airflow_cli.migrated_template() / "airflow.db", home / "airflow.db")
     results = tmp_path / "results"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_OCEAN_DEFAULT": sandbox["conn_json"],
-        "AIRFLOW_VAR_OCEAN_DATASET_DID": dataset["did"],
-        "AIRFLOW_VAR_OCEAN_ALGORITHM_DID": algorithm["did"],
-        "AIRFLOW_VAR_OCEAN_RESULTS_DIR": str(results),
-    }
+    # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
+    env = airflow_cli.fresh_home(
+        home,
+        REPO / "dags",
+        AIRFLOW_CONN_OCEAN_DEFAULT=sandbox["conn_json"],
+        AIRFLOW_VAR_OCEAN_DATASET_DID=dataset["did"],
+        AIRFLOW_VAR_OCEAN_ALGORITHM_DID=algorithm["did"],
+        AIRFLOW_VAR_OCEAN_RESULTS_DIR=str(results),
+    )
     airflow = str(Path(sys.executable).with_name("airflow"))
     run = subprocess.run(
         [airflow, "dags", "test", "ocean_compute_example"],
