@@ -378,9 +378,35 @@ def results_operator_lineage(operator: Any, task_instance: Any = None) -> Operat
     )
 
 
-class StartOperatorLineageMixin:
-    """``get_openlineage_facets_on_*`` of ``OceanComputeStartOperator`` (see
-    :func:`start_operator_lineage`)."""
+class _OperatorLineageMixin:
+    """The three ``get_openlineage_facets_on_*`` methods OpenLineage calls, each answered by
+    :meth:`_ocean_lineage` (without a task instance at start: nothing has run yet)."""
+
+    def _ocean_lineage(self, task_instance: Any = None) -> OperatorLineage:
+        raise NotImplementedError
+
+    def get_openlineage_facets_on_start(self) -> OperatorLineage:
+        """What is known before the task runs."""
+        return self._ocean_lineage()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """What the finished task did.
+
+        :param task_instance: the finished task instance.
+        """
+        return self._ocean_lineage(task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """What is known of a failed try.
+
+        :param task_instance: the failed task instance.
+        """
+        return self._ocean_lineage(task_instance)
+
+
+class StartOperatorLineageMixin(_OperatorLineageMixin):
+    """Lineage of ``OceanComputeStartOperator``: at start the inputs and the algorithm; then also the
+    payment and the job, if any (see :func:`start_operator_lineage`)."""
 
     task_id: str
     payment: dict[str, Any] | None
@@ -396,43 +422,13 @@ class StartOperatorLineageMixin:
         found = ti.xcom_pull(task_ids=self.task_id, key=key, map_indexes=getattr(ti, "map_index", -1))
         self.payment = found if isinstance(found, dict) else None
 
-    def get_openlineage_facets_on_start(self) -> OperatorLineage:
-        """The inputs and the algorithm (no job yet)."""
-        return start_operator_lineage(self)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """The inputs, the algorithm and the job.
-
-        :param task_instance: the finished task instance.
-        """
-        return start_operator_lineage(self, task_instance)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
-        """What is known of a failed try: the inputs, the algorithm, the payment and job if any.
-
-        :param task_instance: the failed task instance.
-        """
+    def _ocean_lineage(self, task_instance: Any = None) -> OperatorLineage:
         return start_operator_lineage(self, task_instance)
 
 
-class ResultsOperatorLineageMixin:
-    """``get_openlineage_facets_on_*`` of ``OceanComputeResultsOperator`` (see
+class ResultsOperatorLineageMixin(_OperatorLineageMixin):
+    """Lineage of ``OceanComputeResultsOperator``: the job; once done, the files written (see
     :func:`results_operator_lineage`)."""
 
-    def get_openlineage_facets_on_start(self) -> OperatorLineage:
-        """The job (nothing written yet)."""
-        return results_operator_lineage(self)
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """The files written.
-
-        :param task_instance: the finished task instance.
-        """
-        return results_operator_lineage(self, task_instance)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
-        """The job (a failed try returns no manifest).
-
-        :param task_instance: the failed task instance.
-        """
+    def _ocean_lineage(self, task_instance: Any = None) -> OperatorLineage:
         return results_operator_lineage(self, task_instance)
