@@ -30,7 +30,7 @@ inputs = os.environ.get("INPUTS", "/data/inputs")
 outputs = os.environ.get("OUTPUTS", "/data/outputs")
 custom = {}
 if os.path.exists(os.path.join(inputs, "algoCustomData.json")):
-    custom = json.load(open(os.path.join(inputs, "algoCustomData.json")))
+    custom = json.load(open(os.path.join(inputs, "algoCustomData.json"))) or {}  # null: none sent
 group_by = custom.get("group_by", "station")
 counts = {}
 for root, _dirs, files in os.walk(inputs):
