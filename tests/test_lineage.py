@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,18 +244,22 @@ class LineageRun:
         return json.loads(value)
 
 
-@pytest.fixture(scope="module")
-def lineage_run(
-    sandbox: dict[str, Any], airflow_db: str, tmp_path_factory: pytest.TempPathFactory
+def run_lineage_dag(
+    sandbox: dict[str, Any], home: Path, *, db_connection: bool = False, **extra_env: str
 ) -> LineageRun:
-    pytest.importorskip("airflow.providers.openlineage")
-    home = tmp_path_factory.mktemp("airflow-home-lineage")
+    """``airflow dags test`` of the lineage DAG in a pristine Airflow home; the listener writes to a file.
+
+    :param db_connection: store ``ocean_default`` in the metadata DB (``airflow connections add``) instead
+        of passing it as ``AIRFLOW_CONN_OCEAN_DEFAULT``.
+    :param extra_env: more environment variables (Airflow settings).
+    """
     events_file = home / "openlineage.jsonl"
+    connection = {} if db_connection else {"AIRFLOW_CONN_OCEAN_DEFAULT": sandbox["conn_json"]}
     # a pristine migrated DB: the session one holds what this worker's earlier tests wrote
     env = airflow_cli.fresh_home(
         home,
         REPO / "tests" / "dags" / "lineage",
-        AIRFLOW_CONN_OCEAN_DEFAULT=sandbox["conn_json"],
+        **connection,
         AIRFLOW_VAR_OCEAN_DATASET_DID=sandbox["assets"]["dataset"]["did"],
         AIRFLOW_VAR_OCEAN_ALGORITHM_DID=sandbox["assets"]["algorithm"]["did"],
         AIRFLOW_VAR_OCEAN_RESULTS_DIR=str(home / "results"),
@@ -265,17 +267,28 @@ def lineage_run(
         AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps(
             {"type": "file", "log_file_path": str(events_file), "append": True}
         ),
+        **extra_env,
     )
-    airflow = str(Path(sys.executable).with_name("airflow"))
+    if db_connection:
+        added = airflow_cli.airflow(
+            env, "connections", "add", "ocean_default", "--conn-json", sandbox["conn_json"]
+        )
+        assert added.returncode == 0, added.stdout + added.stderr
     started = time.monotonic()
-    result = subprocess.run(
-        [airflow, "dags", "test", DAG_ID], env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    result = airflow_cli.airflow(env, "dags", "test", DAG_ID)
     seconds = time.monotonic() - started
     (home / "dags-test.log").write_text(result.stdout + result.stderr)
     raw = events_file.read_text() if events_file.exists() else ""
     events = [json.loads(line) for line in raw.splitlines() if line.strip()]
     return LineageRun(result.returncode, result.stdout + result.stderr, seconds, raw, events, home)
+
+
+@pytest.fixture(scope="module")
+def lineage_run(
+    sandbox: dict[str, Any], airflow_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> LineageRun:
+    pytest.importorskip("airflow.providers.openlineage")
+    return run_lineage_dag(sandbox, tmp_path_factory.mktemp("airflow-home-lineage"))
 
 
 @pytest.mark.chain
@@ -376,6 +389,26 @@ def test_no_key_signature_or_signed_url_in_any_event(
     assert "signature=" not in text.lower()
     assert "nonce" not in text.lower()
     print(f"lineage run: {lineage_run.seconds:.1f} s, {len(lineage_run.events)} events")
+
+
+@pytest.mark.chain
+def test_a_db_connection_with_execute_in_thread_gives_the_start_event_its_inputs(
+    sandbox: dict[str, Any], airflow_db: str, tmp_path: Path
+) -> None:
+    """The remedy the README gives for a connection stored in the metadata DB under ``airflow dags test``:
+    ``[openlineage] execute_in_thread`` runs the listener in the task process, which reads the connection."""
+    pytest.importorskip("airflow.providers.openlineage")
+    run = run_lineage_dag(
+        sandbox, tmp_path / "home", db_connection=True, AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD="True"
+    )
+    for event_type in ("START", "COMPLETE"):  # (the DAG's missing_job task fails on purpose)
+        [dataset] = run.one("start", event_type)["inputs"]
+        assert (dataset["namespace"], dataset["name"]) == (
+            f"ocean://{sandbox['chain_id']}",
+            sandbox["assets"]["dataset"]["did"],
+        )
+        assert dataset["facets"]["ocean_asset"]["name"] == "Weather observations"
+    assert sandbox["consumer"]["key"].lower().removeprefix("0x") not in run.raw.lower()
 
 
 def test_a_resumed_start_reads_its_payment_back_in_the_task() -> None:
