@@ -5,6 +5,7 @@ Each host is a :class:`TransactionSender` with its own (process-only) lock, as o
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -45,7 +46,7 @@ class _HostsRpc:
         self.answer = answer
         self.taken = taken  # how many first broadcasts get the answer
         self.raw_sent: list[bytes] = []
-        self.counts = iter([5, 7, 8, 9, 10, 11, 12, 13, 14])
+        self.counts = itertools.chain([5], itertools.count(7))  # the first read, then the others' progress
 
     def chain_id(self) -> int:
         return 8996
@@ -96,15 +97,30 @@ def test_ganache_underpriced_is_a_taken_nonce_only_when_the_pending_count_moved_
     sender = TransactionSender(floor, KEY, lock_dir=None)  # type: ignore[arg-type]
     with pytest.raises(RpcError, match="transaction underpriced"):
         sender.send(sender.address, b"", gas=21_000, fees=FEES)
-    assert [_nonce_of(raw) for raw in floor.raw_sent] == [5] * tx_module.NONCE_ATTEMPTS
+    assert [_nonce_of(raw) for raw in floor.raw_sent] == [5] * tx_module.UNDERPRICED_ATTEMPTS
 
 
-def test_a_nonce_other_hosts_keep_taking_is_tried_a_bounded_number_of_times() -> None:
+def test_a_nonce_other_hosts_keep_taking_is_tried_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tx_module, "NONCE_PAUSE_MAX", 0.001)
     rpc = _HostsRpc(TAKEN_ANSWERS["ganache-mining"], taken=100)
     sender = TransactionSender(rpc, KEY, lock_dir=None)  # type: ignore[arg-type]
     with pytest.raises(RpcError, match="mining has already started"):
         sender.send(sender.address, b"", gas=21_000, fees=FEES)
     assert len(rpc.raw_sent) == tx_module.NONCE_ATTEMPTS
+    nonces = [_nonce_of(raw) for raw in rpc.raw_sent]
+    assert nonces == sorted(set(nonces))  # each attempt a higher nonce: no nonce signed twice
+    assert tx_module.NONCE_ATTEMPTS > tx_module.UNDERPRICED_ATTEMPTS  # a burst of other hosts' sends
+
+
+def test_nonce_contention_is_bounded_in_time_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tx_module, "NONCE_RETRY_SECONDS", 0.0)
+    rpc = _HostsRpc(TAKEN_ANSWERS["ganache-mining"], taken=100)
+    sender = TransactionSender(rpc, KEY, lock_dir=None)  # type: ignore[arg-type]
+    with pytest.raises(RpcError, match="mining has already started"):
+        sender.send(sender.address, b"", gas=21_000, fees=FEES)
+    assert len(rpc.raw_sent) == 1
 
 
 @pytest.mark.parametrize("answer", ["already known", "AlreadyKnown", "Known transaction"])
