@@ -14,7 +14,9 @@ Upstream files read (oceanprotocol/ocean-node): ``src/components/httpRoutes/aqua
 ``src/components/database/ElasticSearchDatabase.ts`` (``ElasticsearchDdoDatabase.search``,
 ``normalizeDocumentId``), ``src/OceanNode.ts`` (``getValidationSignature``), ``src/utils/crypt.ts``
 (``create256Hash``), the config schema (``validateUnsignedDDO`` defaults to ``true``); oceanprotocol/ddo.js
-``src/services/ddoValidator.ts`` / ``ddoManager.ts`` (``V4DDO.validate``).
+``src/services/ddoValidator.ts`` / ``ddoManager.ts`` (``V4DDO.validate``). The index holds no tagged v3.1.0
+copy: these are the most recent stored versions; of the stored ``ddoHandler.ts`` versions the personality
+follows the one before ids ``did:ope:`` were accepted (its id message is the unclosed one below).
 
 What the node answers, and the personality with it:
 
@@ -42,7 +44,8 @@ What the node answers, and the personality with it:
   sha256 hex), the signature is EIP-191 by the node's key over the bytes of keccak256(the ``hash`` text)
   (``toBeArray``: leading zero bytes dropped), ``publicKey`` is the node's **address**, ``r``/``s`` are
   ``0x`` hex strings (not lists, unlike Aquarius) and ``v`` is 27/28. Sent publisher/nonce/signature or a
-  token are checked first as for every signed command (401 with the node's text).
+  token are checked first (``validateTokenOrSignature``, not read: the personality checks them as every
+  signed command, ``address + nonce + "validateDDO"``, with the same 401 texts).
 
 Where the sandbox differs (it has no Elasticsearch, no ddo.js):
 
