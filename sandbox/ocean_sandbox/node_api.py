@@ -28,8 +28,12 @@ sample assets and job runtime). What it answers like (§ = sections of docs/refe
   (``cancelExpiredLocks``) and moves 71 (and 41/42/61/62) to 70 (§3, §5), with a real node's calls on the
   npm @oceanprotocol/contracts Escrow the sandbox deploys.
 
-Sandbox-only routes: ``/sandbox/files/<name>`` (sample files), ``/api/aquarius/assets/ddo/<did>`` (DDOs) and
-``/sandbox/admin/node`` (read or change the rate limit and the cron interval at run time).
+- the node's Aquarius-compatible routes: ``GET /api/aquarius/assets/ddo/:did`` and ``.../metadata/:did``,
+  ``POST /api/aquarius/assets/metadata/query``, ``POST /api/aquarius/assets/ddo/validate``, with the node's
+  paths, codes and bodies (:mod:`ocean_sandbox.node_aquarius`).
+
+Sandbox-only routes: ``/sandbox/files/<name>`` (sample files) and ``/sandbox/admin/node`` (read or change the
+rate limit and the cron interval at run time).
 """
 
 from __future__ import annotations
@@ -51,9 +55,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ocean_sandbox import node_aquarius
 from ocean_sandbox.node_release import RELEASE
 from ocean_sandbox.provider import Response
-from ocean_sandbox.routes import DDO_ROUTE, FILE_ROUTE
+from ocean_sandbox.routes import FILE_ROUTE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -124,6 +129,14 @@ def json_string(status: int, message: str) -> NodeResponse:
 def text(status: int, message: str, content_type: str = "text/plain; charset=utf-8") -> NodeResponse:
     """A plain-text answer."""
     return NodeResponse(status, raw=message.encode(), headers={"Content-Type": content_type})
+
+
+def express(answer: node_aquarius.Answer) -> NodeResponse:
+    """Express's framing of a ``(status, body)`` answer: ``res.send(text)`` or ``res.json(body)``."""
+    status, body = answer
+    if isinstance(body, str):
+        return text(status, body, "text/html; charset=utf-8")
+    return NodeResponse(status, body, headers={"Content-Type": "application/json; charset=utf-8"})
 
 
 def internal_error() -> NodeResponse:
@@ -546,11 +559,32 @@ class NodeApp:
             envs = [e for e in envs if str(chain) in (e.get("fees") or {})]
         return NodeResponse(200, envs)
 
+    # -- routes: Aquarius-compatible (:mod:`ocean_sandbox.node_aquarius`) ----------------------------
     def ddo(self, did: str) -> NodeResponse:
-        ddo = self.helper.get_ddo(did)
-        if ddo is None:
-            return text(404, f"DDO {did} not found")
-        return NodeResponse(200, ddo)
+        """``GET /api/aquarius/assets/ddo/:did`` (and ``.../metadata/:did``)."""
+        return express(node_aquarius.ddo_answer(did, self.helper.get_ddo))
+
+    def query_metadata(self, body: dict[str, Any]) -> NodeResponse:
+        """``POST /api/aquarius/assets/metadata/query`` over the indexed DDOs."""
+        from ocean_sandbox.aquarius import DdoStore
+
+        return express(node_aquarius.query_answer(body, DdoStore(self.config.ddo_dir).all()))
+
+    def validate_ddo(self, body: dict[str, Any], authorization: str | None) -> NodeResponse:
+        """``POST /api/aquarius/assets/ddo/validate``; sent credentials are checked as for any command."""
+
+        def authenticate(sent: dict[str, Any]) -> node_aquarius.Answer | None:
+            if not authorization and not any(sent.values()):
+                return None
+            try:
+                self._authenticate(
+                    sent, node_aquarius.VALIDATE_COMMAND, authorization, address_key="publisherAddress"
+                )
+            except _Rejected as exc:
+                return exc.status, exc.message
+            return None
+
+        return express(node_aquarius.validate_answer(body, self.config.node_key, authenticate))
 
     # -- DID inputs ------------------------------------------------------------------------------------
     def _did_input(self, elem: dict[str, Any], *, consumer: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -1497,7 +1531,7 @@ class NodeHandler(BaseHTTPRequestHandler):
     ) -> NodeResponse:
         if path == "/" and method == "GET":
             return app.root()
-        match = DDO_ROUTE.match(path)
+        match = node_aquarius.DDO_PATH.match(path)
         if match and method == "GET":
             return app.ddo(unquote(match["did"]))
         match = FILE_ROUTE.match(path)
@@ -1532,6 +1566,8 @@ class NodeHandler(BaseHTTPRequestHandler):
             ("GET", "/api/services/computeStreamableLogs"): lambda: app.streamable_logs(query, auth),
             ("POST", "/api/services/auth/token"): lambda: app.create_auth_token(body),
             ("POST", "/api/services/auth/token/invalidate"): lambda: app.invalidate_auth_token(body),
+            ("POST", node_aquarius.METADATA_QUERY_PATH): lambda: app.query_metadata(body),
+            ("POST", node_aquarius.VALIDATE_PATH): lambda: app.validate_ddo(body, auth),
         }
         handler = routes.get((method, path))
         if handler is not None:

@@ -1,13 +1,14 @@
 """The sandbox's Ocean Node personality over HTTP, driven by an independent client (node_client.py).
 
-Expected values come from docs/reference/ocean-node-api.md (cited as §n) and
-docs/reference/c2d-job-runtime.md §5. Every
+Expected values come from docs/reference/ocean-node-api.md (cited as §n; the Aquarius-compatible routes:
+§10) and docs/reference/c2d-job-runtime.md §5. Every
 test that signs uses a fresh wallet funded from ``other``, so nonces, escrow balances and job lists of
 different tests never interact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -17,8 +18,10 @@ from typing import Any
 import pytest
 import requests
 from eth_abi import decode
+from eth_account import Account
+from eth_account.messages import encode_defunct
 from eth_keys import keys
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from airflow_provider_ocean.wire.log_frames import decode_chunks, is_frame_header, split_lines
 from tests.node_fixtures import NODE_TEST_RATE_LIMIT, node_admin
@@ -711,3 +714,152 @@ def test_rate_limit(world: World) -> None:
     finally:
         node_admin(world.info, rate_limit=NODE_TEST_RATE_LIMIT)
     assert world.node.get("/").status_code == 200
+
+
+# -- Aquarius-compatible routes (oceanprotocol/ocean-node src/components/httpRoutes/aquarius.ts) ----------
+AQUARIUS = "/api/aquarius/assets"
+HTML = "text/html; charset=utf-8"
+MISSING_DDO = (
+    'Missing one ( "ddo" ) or more required field(s) for command: "validateDDO". Required fields: ddo'
+)
+
+
+def sample_dids(world: World) -> list[str]:
+    return sorted(asset["did"] for asset in world.info["assets"].values())
+
+
+def sample_ddo(world: World, name: str = "dataset") -> dict[str, Any]:
+    answer = world.node.get(f"{AQUARIUS}/ddo/{world.info['assets'][name]['did']}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def query(world: World, body: Any) -> requests.Response:
+    return requests.post(world.url + AQUARIUS + "/metadata/query", json=body, timeout=nc.TIMEOUT)
+
+
+def validate(world: World, body: Any, **kwargs: Any) -> requests.Response:
+    return requests.post(world.url + AQUARIUS + "/ddo/validate", json=body, timeout=nc.TIMEOUT, **kwargs)
+
+
+def hit_ids(answer: requests.Response) -> list[list[str]]:
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"].startswith("application/json")
+    return [[ddo["id"] for ddo in hits] for hits in answer.json()]
+
+
+def test_ddo_and_metadata_routes_answer_as_the_node(world: World) -> None:
+    did = world.info["assets"]["dataset"]["did"]
+    ddo = sample_ddo(world)
+    assert ddo["id"] == did
+    assert world.node.get(f"{AQUARIUS}/metadata/{did}").json() == ddo
+    assert world.node.get(f"{AQUARIUS}/ddo/{did}/false").json() == ddo  # the optional :force segment
+    unknown = world.node.get(f"{AQUARIUS}/metadata/did:op:{'0' * 64}")
+    assert (unknown.status_code, unknown.text) == (404, "DDO not found")
+    assert unknown.headers["Content-Type"] == HTML
+    bad = world.node.get(f"{AQUARIUS}/ddo/not-a-did")
+    assert (bad.status_code, bad.text) == (400, 'Missing or invalid required parameter: "did"')
+
+
+def test_query_finds_the_sample_asset_by_did_with_a_bool_term_filter(world: World) -> None:
+    """An Elasticsearch body (``query.bool``) runs as is; the answer is one list of DDOs per DDO index."""
+    did = world.info["assets"]["dataset"]["did"]
+    answer = query(world, {"query": {"bool": {"filter": [{"term": {"id": did}}]}}})
+    assert hit_ids(answer) == [[did]]
+    assert answer.json()[0][0] == sample_ddo(world)
+    nothing = query(world, {"query": {"bool": {"filter": [{"term": {"id": "did:op:" + "0" * 64}}]}}})
+    assert hit_ids(nothing) == []
+
+
+def test_query_without_bool_is_typesense_style_and_drops_a_match_clause(world: World) -> None:
+    """``{"query": {"match": ...}}`` is no Elasticsearch body to the node: it keeps no filter (all DDOs)."""
+    did = world.info["assets"]["dataset"]["did"]
+    everything = hit_ids(query(world, {"query": {"match": {"id": did}}}))
+    assert len(everything) == 1
+    assert sorted(everything[0]) == sample_dids(world)  # five samples, under the default 10 hits
+    assert hit_ids(query(world, {"filter_by": f"id:={did}"})) == [[did]]
+    others = hit_ids(query(world, {"filter_by": f"id:!={did}"}))
+    assert sorted(others[0]) == [d for d in sample_dids(world) if d != did]
+    two = world.info["assets"]["algorithm"]["did"]
+    assert sorted(hit_ids(query(world, {"filter_by": f"id:=[{did},{two}]"}))[0]) == sorted([did, two])
+
+
+def test_query_from_is_a_page_number(world: World) -> None:
+    pair = sorted([world.info["assets"]["dataset"]["did"], world.info["assets"]["algorithm"]["did"]])
+    body = {"query": {"bool": {"filter": [{"terms": {"id": pair}}]}}, "size": 1}
+    first, second = (hit_ids(query(world, {**body, "from": page})) for page in (1, 2))
+    assert hit_ids(query(world, {**body, "from": 0})) == first
+    assert len(first[0]) == len(second[0]) == 1
+    assert sorted(first[0] + second[0]) == pair
+    assert hit_ids(query(world, {**body, "from": 3})) == []
+
+
+def test_query_errors(world: World) -> None:
+    bad = requests.post(world.url + AQUARIUS + "/metadata/query", data=b"{not json", timeout=nc.TIMEOUT)
+    assert (bad.status_code, bad.text) == (400, "Bad Request")
+    wrong = query(world, {"filter_by": 7})
+    assert (wrong.status_code, wrong.text) == (500, "Internal Server Error")
+    refused = query(world, {"query": {"bool": {"filter": [{"no_such_query": {}}]}}})
+    assert hit_ids(refused) == []  # the database refuses it per index: logged, still 200
+    aquarius_path = requests.post(world.url + AQUARIUS + "/query", json={}, timeout=nc.TIMEOUT)
+    assert aquarius_path.status_code == 404  # Aquarius's path is not a node route
+
+
+def test_validate_signs_a_valid_ddo_as_the_node(world: World) -> None:
+    """200 ``{hash, publicKey, r, s, v}``: sha256 of ``JSON.stringify(ddo)``, signed by the node's key."""
+    ddo = sample_ddo(world)
+    answer = validate(world, {"ddo": ddo})
+    assert answer.status_code == 200, answer.text
+    signed = answer.json()
+    assert list(signed) == ["hash", "publicKey", "r", "s", "v"]
+    compact = json.dumps(ddo, separators=(",", ":"), ensure_ascii=False)
+    assert signed["hash"] == "0x" + hashlib.sha256(compact.encode()).hexdigest()
+    assert signed["publicKey"] == world.node_address
+    assert HEX64.fullmatch(signed["r"])
+    assert HEX64.fullmatch(signed["s"])
+    assert signed["v"] in (27, 28)
+    message = keccak(text=signed["hash"]).lstrip(b"\x00")
+    vrs = (signed["v"], int(signed["r"], 16), int(signed["s"], 16))
+    assert Account.recover_message(encode_defunct(primitive=message), vrs=vrs) == world.node_address
+
+
+def test_validate_refuses_an_invalid_ddo_with_the_node_texts(world: World) -> None:
+    ddo = sample_ddo(world)
+    invalid = validate(world, {"ddo": {**ddo, "nftAddress": "0x" + "12" * 20}})
+    assert (invalid.status_code, invalid.text) == (400, "Validation error: [object Object]")
+    assert invalid.headers["Content-Type"] == HTML
+    no_name = {**ddo, "metadata": {k: v for k, v in ddo["metadata"].items() if k != "name"}}
+    assert validate(world, {"ddo": no_name}).text == "Validation error: [object Object]"
+    cases = [
+        ({}, 400, MISSING_DDO),
+        ({"ddo": None}, 400, MISSING_DDO),
+        ({"ddo": {**ddo, "id": "urn:x"}}, 400, ' Missing or invalid required parameter "id'),
+        ({"ddo": {k: v for k, v in ddo.items() if k != "version"}}, 400, "Missing DDO version"),
+        ({"ddo": {**ddo, "version": "3.0.0"}}, 500, "Unknown error: Unsupported DDO version: 3.0.0"),
+    ]
+    for body, status, message in cases:
+        answer = validate(world, body)
+        assert (answer.status_code, answer.text) == (status, message), body
+
+
+def test_validate_errors_of_the_request(world: World) -> None:
+    ddo = sample_ddo(world)
+    url = world.url + AQUARIUS + "/ddo/validate"
+    bad = requests.post(url, data=b"{not json", timeout=nc.TIMEOUT)
+    assert (bad.status_code, bad.text) == (400, "Bad Request")
+    # Aquarius's framing (the DDO itself as an octet-stream body) has no "ddo" field for the node
+    octet = {"Content-Type": "application/octet-stream"}
+    aquarius_style = requests.post(url, data=json.dumps(ddo), headers=octet, timeout=nc.TIMEOUT)
+    assert (aquarius_style.status_code, aquarius_style.text) == (400, MISSING_DDO)
+    wrong_signature = {
+        "ddo": ddo,
+        "publisherAddress": oc.Wallet.create().address,
+        "nonce": str(nc.next_nonce()),
+        "signature": "0x" + "11" * 65,
+    }
+    refused = validate(world, wrong_signature)
+    assert (refused.status_code, refused.text) == (401, "consumer address and nonce signature mismatch")
+    token = validate(world, {"ddo": ddo}, headers={"Authorization": "not-a-token"})
+    assert (token.status_code, token.text) == (401, "Invalid token")
+    as_get = requests.get(url, timeout=nc.TIMEOUT)  # GET: the :did route, with did "validate"
+    assert (as_get.status_code, as_get.text) == (400, 'Missing or invalid required parameter: "did"')
