@@ -136,6 +136,13 @@ class OceanPyDriver:
             raise RuntimeError(f"ocean.py failed: {answer['error']}\n{answer.get('trace', '')}")
         return answer
 
+    def publish(self, kind: str, name: str, url: str) -> dict[str, Any]:
+        """Publish one asset with ocean.py (``kind``: ``dataset`` or ``algorithm``); raises on its error."""
+        answer = self._ask({"publish": kind, "name": name, "url": url})
+        if "error" in answer:
+            raise RuntimeError(f"ocean.py failed: {answer['error']}\n{answer.get('trace', '')}")
+        return answer
+
     def stderr_tail(self, lines: int = 5) -> str:
         """The last lines the driver wrote to stderr."""
         self._stderr.seek(0)

@@ -13,7 +13,12 @@ Protocol: one JSON object per line on stdin, one answer per line on stdout.
   (not timed);
 - then one job per line: ``{"dids": [...], "algorithm": did}``; answered with ``{"job_id", "resolve_s",
   "pay_s", "start_s", "seconds"}`` (``seconds``: DIDs in, job id out: resolve + pay + start, the same
-  scope as the hook's ``run_compute``), or ``{"error": "..."}``.
+  scope as the hook's ``run_compute``), or ``{"error": "..."}``;
+- or a publication (``benchmarks/oceanpy_publish.py``): ``{"publish": "dataset" | "algorithm", "name",
+  "url"}``: ``ocean.assets.create_url_asset(..., with_compute=True)`` or ``create_algo_asset`` with their
+  defaults (its own transactions, Aquarius's validate, the Provider's encrypt, ``setMetaData``, then its
+  own wait until Aquarius serves the DDO), ``ocean.assets.resolve`` and ``ocean.assets.search`` of the
+  name; answered with ``{"did", "publish_s", "resolved_name", "search_dids"}``.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ def main() -> int:
         if not line.strip():
             continue
         job = json.loads(line)
+        if "publish" in job:
+            answer(publish(ocean, wallet, job))
+            continue
         try:
             started = time.perf_counter()
             datasets = [compute_input(did, "compute") for did in job["dids"]]
@@ -98,6 +106,29 @@ def main() -> int:
         except Exception as error:  # reported to the benchmark, which fails the run
             answer({"error": f"{type(error).__name__}: {error}", "trace": traceback.format_exc()[-2000:]})
     return 0
+
+
+def publish(ocean: Any, wallet: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """Publish one asset with ocean.py's own defaults, then read it back through Aquarius."""
+    try:
+        started = time.perf_counter()
+        if job["publish"] == "algorithm":
+            _nft, _token, ddo = ocean.assets.create_algo_asset(job["name"], job["url"], {"from": wallet})
+        else:
+            _nft, _token, ddo = ocean.assets.create_url_asset(
+                job["name"], job["url"], {"from": wallet}, with_compute=True
+            )
+        published = time.perf_counter()
+        resolved = ocean.assets.resolve(ddo.did)
+        found = ocean.assets.search(job["name"])
+        return {
+            "did": ddo.did,
+            "publish_s": published - started,
+            "resolved_name": resolved.metadata["name"],
+            "search_dids": [d.did for d in found],
+        }
+    except Exception as error:  # reported to the caller, which fails the run
+        return {"error": f"{type(error).__name__}: {error}", "trace": traceback.format_exc()[-2000:]}
 
 
 if __name__ == "__main__":
