@@ -14,7 +14,6 @@ import contextvars
 import functools
 import logging
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -24,13 +23,17 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Blocking calls running at once per event loop (the bound of the default executor on most hosts).
+#: Blocking calls running at once per event loop (the default executor runs min(32, CPUs + 4)).
 MAX_THREADS = 32
 
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+#: Each running loop's slots. A plain dict: a semaphore that has made a caller wait refers to its loop,
+#: so weak keys would never be dropped; closed loops are dropped on the next call instead.
+_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
 
 def _slots_of(loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+    for closed in [other for other in _slots if other.is_closed()]:
+        del _slots[closed]
     slots = _slots.get(loop)
     if slots is None:
         slots = _slots[loop] = asyncio.Semaphore(MAX_THREADS)

@@ -71,6 +71,14 @@ async def entered(call: HeldCall) -> None:
     assert await asyncio.to_thread(call.entered.wait, HOLD)
 
 
+def join_blocking_threads() -> None:
+    """Wait until every thread of run_blocking has ended (it hands its outcome over last)."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("ocean-blocking-"):
+            thread.join(HOLD)
+            assert not thread.is_alive(), thread
+
+
 def bad_records(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -103,6 +111,7 @@ class TestShutdown:
             still_held = not hook.list_jobs.finished.is_set()
             hook.list_jobs.release.set()
             assert hook.list_jobs.finished.wait(HOLD)
+            join_blocking_threads()
 
         assert still_held, "asyncio.run waited for the blocking list_jobs call"
         assert hook.list_jobs.released_in_time
@@ -130,6 +139,7 @@ class TestShutdown:
         still_held = not build.finished.is_set()
         build.release.set()
         assert build.finished.wait(HOLD)
+        join_blocking_threads()
 
         assert still_held, "asyncio.run waited for the blocking hook build"
         assert pending[0].cancelled()
@@ -153,6 +163,7 @@ class TestShutdown:
         still_held = not hook.stop_job.finished.is_set()
         hook.stop_job.release.set()
         assert hook.stop_job.finished.wait(HOLD)
+        join_blocking_threads()
 
         assert still_held, "asyncio.run waited for the blocking stop_job call"
         assert thread_errors == []
@@ -253,3 +264,17 @@ class TestRunBlocking:
         calls[2].release.set()
         assert await asyncio.gather(*tasks[1:]) == [1, 2]
         assert calls[2].entered.is_set()
+
+    def test_closed_loops_are_forgotten(self) -> None:
+        loops: list[asyncio.AbstractEventLoop] = []
+
+        async def one() -> int:
+            loops.append(asyncio.get_running_loop())
+            return await run_blocking(int, "7")
+
+        assert asyncio.run(one()) == 7
+        assert loops[0] in blocking._slots
+        assert asyncio.run(one()) == 7
+
+        assert loops[0] not in blocking._slots
+        assert loops[1] in blocking._slots
