@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_ocean.exceptions import RateLimitedError
+from airflow_provider_ocean.triggers.blocking import run_blocking
 from airflow_provider_ocean.triggers.polling import OwnerStatusPoller
 
 if TYPE_CHECKING:
@@ -90,10 +91,11 @@ class OceanComputeJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            # built off the event loop: importing the hook and reading the connection block for a second
-            hook = await asyncio.to_thread(self._hook)
-            key = await asyncio.to_thread(lambda: (hook.settings.provider_url, hook.consumer_address))
-            poller = OwnerStatusPoller.shared(key, lambda: asyncio.to_thread(hook.list_jobs))
+            # built off the event loop: importing the hook and reading the connection block for a second.
+            # Every blocking call runs in a daemon thread, so a triggerer stopping never waits for one.
+            hook = await run_blocking(self._hook)
+            key = await run_blocking(lambda: (hook.settings.provider_url, hook.consumer_address))
+            poller = OwnerStatusPoller.shared(key, lambda: run_blocking(hook.list_jobs))
         except Exception as exc:
             yield self._event("error", f"Cannot poll job {self.job_id}: {exc}")
             return
@@ -155,8 +157,8 @@ class OceanComputeJobTrigger(BaseTrigger):
         if not self.stop_on_kill:
             return
         try:
-            hook = await asyncio.to_thread(self._hook)
-            await asyncio.to_thread(hook.stop_job, self.job_id)
+            hook = await run_blocking(self._hook)
+            await run_blocking(hook.stop_job, self.job_id)
             self.log.info("Stopped job %s because its task was killed", self.job_id)
         except Exception as exc:
             self.log.warning("Could not stop job %s: %s", self.job_id, exc)
