@@ -79,6 +79,15 @@ def join_blocking_threads() -> None:
             assert not thread.is_alive(), thread
 
 
+def release_after_run(call: HeldCall) -> bool:
+    """After ``asyncio.run`` returned: whether ``call`` was still held then; release it and let it end."""
+    still_held = not call.finished.is_set()
+    call.release.set()
+    assert call.finished.wait(HOLD)
+    join_blocking_threads()
+    return still_held
+
+
 def bad_records(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -108,10 +117,7 @@ class TestShutdown:
 
         with caplog.at_level(logging.DEBUG):
             asyncio.run(main())
-            still_held = not hook.list_jobs.finished.is_set()
-            hook.list_jobs.release.set()
-            assert hook.list_jobs.finished.wait(HOLD)
-            join_blocking_threads()
+            still_held = release_after_run(hook.list_jobs)
 
         assert still_held, "asyncio.run waited for the blocking list_jobs call"
         assert hook.list_jobs.released_in_time
@@ -136,10 +142,7 @@ class TestShutdown:
             # returning with the task pending: asyncio.run cancels it, as after the triggerer's loop
 
         asyncio.run(main())
-        still_held = not build.finished.is_set()
-        build.release.set()
-        assert build.finished.wait(HOLD)
-        join_blocking_threads()
+        still_held = release_after_run(build)
 
         assert still_held, "asyncio.run waited for the blocking hook build"
         assert pending[0].cancelled()
@@ -160,10 +163,7 @@ class TestShutdown:
                 await task
 
         asyncio.run(main())
-        still_held = not hook.stop_job.finished.is_set()
-        hook.stop_job.release.set()
-        assert hook.stop_job.finished.wait(HOLD)
-        join_blocking_threads()
+        still_held = release_after_run(hook.stop_job)
 
         assert still_held, "asyncio.run waited for the blocking stop_job call"
         assert thread_errors == []
