@@ -22,12 +22,15 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 #: Each script with ``--small`` and, where the smoke run can be smaller still without losing a structural
 #: goal, the smallest sizes: 12 jobs (more than the engine's 10 in flight, so some wait queued) over two
 #: waiting intervals; one round of the 64 MiB download (held in memory, it would miss the 64 MB goal);
-#: half-second blocks, and the hook alone (``--no-oceanpy``: the ocean.py comparison needs PyPI once).
+#: half-second blocks, and the hook alone (``--no-oceanpy``: the ocean.py comparison needs PyPI once);
+#: the triggerer stop without its ``asyncio.to_thread`` baseline (``--no-baseline``).
 SCRIPTS = {
     "batched_polling": ["--small", "--jobs", "12", "--intervals", "2"],
     "stream_results": ["--small", "--rounds", "1"],
     "pay_start": ["--small", "--block-time", "0.5", "--no-oceanpy"],  # no PyPI at test time
     "dag_parse_cost": ["--small"],
+    # no sandbox; the to_thread baseline's rounds alone take ~45 s (--small with them: ~75 s)
+    "triggerer_stop": ["--small", "--no-baseline"],
 }
 
 
