@@ -86,11 +86,9 @@ ALREADY_KNOWN = (
     "known_transaction",
     "already imported",
 )
-#: Attempts at a broadcast whose nonce other senders keep taking (each one with the next free nonce). A
-#: burst of other hosts' transactions can take many in a row: 8 lost 1 task in 72 of
-#: ``benchmarks/cross_host.py --hosts 3 --tasks 8 --repeat 3`` (48 orders a run in about 3 s).
+#: Attempts at a broadcast whose nonce other senders keep taking (each with the next free nonce), and the
+#: seconds they may take: a burst of other hosts' sends takes many in a row (``benchmarks/README.md``).
 NONCE_ATTEMPTS = 32
-#: ... and the seconds they may take in all (the pauses between them grow to :data:`NONCE_PAUSE_MAX`).
 NONCE_RETRY_SECONDS = 30.0
 #: Longest random pause (seconds) before re-reading the pending count after a lost nonce.
 NONCE_PAUSE_MAX = 0.5
