@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +130,33 @@ class RssSampler:
 
 
 # -- counting reverse proxy --------------------------------------------------------------------------
-class CountingProxy:
+class LocalHttpServer:
+    """A threaded HTTP server on a free 127.0.0.1 port, serving from a daemon thread while entered.
+
+    :param handler: the request handler class.
+    :param request_queue_size: the listen backlog.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], *, request_queue_size: int = 5) -> None:
+        server_class = type(
+            "Server",
+            (ThreadingHTTPServer,),
+            {"daemon_threads": True, "request_queue_size": request_queue_size},
+        )
+        self._server = server_class(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class CountingProxy(LocalHttpServer):
     """A reverse proxy on 127.0.0.1 that counts what passes: HTTP requests and JSON-RPC methods.
 
     Bodies are relayed whole (fine for API calls; not meant for large downloads). Every request is
@@ -198,21 +224,7 @@ class CountingProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = _relay
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 1024
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> CountingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler, request_queue_size=1024)
 
     def _record_tx(self, data: bytes) -> None:
         try:

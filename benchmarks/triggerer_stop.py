@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ sys.meta_path.insert(0, _Patch())
 '''
 
 
-class SlowServer:
+class SlowServer(_common.LocalHttpServer):
     """An HTTP server on a free 127.0.0.1 port that holds every request ``hold`` seconds, then answers
     ``[]``; each request is logged as ``(monotonic time, method, path)``. Held requests are released when
     the server stops.
@@ -177,21 +177,11 @@ class SlowServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _hold
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SlowServer:
-        self._thread.start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc: object) -> None:
         self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().__exit__(*exc)
 
     def mark(self) -> int:
         with self._changed:
